@@ -1,0 +1,12 @@
+"""Measurement: accuracy, embedding fidelity, size, sparsity, MACs, latency, memory."""
+
+from torchslim.measure.accuracy import accuracy, embedding_fidelity, predict
+from torchslim.measure.latency import LatencyStats, compare_latency, measure_latency, num_threads, peak_rss_mb
+from torchslim.measure.evaluate import evaluate
+from torchslim.measure.macs import count_macs
+from torchslim.measure.size import count_params, file_size, saved_size, sparsity
+
+__all__ = [
+    "LatencyStats", "accuracy", "compare_latency", "count_macs", "count_params", "embedding_fidelity", "evaluate",
+    "file_size", "measure_latency", "num_threads", "peak_rss_mb", "predict", "saved_size", "sparsity",
+]  # fmt: skip

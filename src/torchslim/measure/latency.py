@@ -1,0 +1,119 @@
+"""Latency with warm-up, fixed threads, many runs; two models compared interleaved.
+
+Machines here are shared and noisy, so speed claims are ratios measured side by side:
+:func:`compare_latency` alternates runs of the two models so drift hits both equally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    runs: int
+    batch_size: int
+
+    @property
+    def throughput(self) -> float:
+        """Samples per second at the median."""
+        return self.batch_size / (self.median_ms / 1000.0)
+
+    def as_dict(self) -> dict[str, float]:
+        return {**asdict(self), "throughput": self.throughput}
+
+
+@contextlib.contextmanager
+def num_threads(n: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _as_callable(fn: Any, example: Any) -> Callable[[], Any]:
+    if isinstance(example, dict):
+        return lambda: fn(**example)
+    if isinstance(example, tuple):
+        return lambda: fn(*example)
+    return lambda: fn(example)
+
+
+def _stats(times: list[float], batch: int) -> LatencyStats:
+    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
+    return LatencyStats(statistics.median(times) * 1e3, q[0] * 1e3, q[-1] * 1e3, len(times), batch)
+
+
+def _batch_of(example: Any) -> int:
+    t = example if isinstance(example, torch.Tensor) else next(
+        v for v in (example.values() if isinstance(example, dict) else example) if isinstance(v, torch.Tensor)
+    )
+    return int(t.shape[0])
+
+
+@torch.inference_mode()
+def measure_latency(
+    fn: Callable[..., Any], example: Any, *, warmup: int = 10, runs: int = 50, threads: int | None = 2
+) -> LatencyStats:
+    """Median and spread of ``fn(example)`` wall time (``fn`` is a model or any callable)."""
+    call = _as_callable(fn, example)
+    with num_threads(threads):
+        for _ in range(warmup):
+            call()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+    return _stats(times, _batch_of(example))
+
+
+@torch.inference_mode()
+def compare_latency(
+    fn_a: Callable[..., Any],
+    fn_b: Callable[..., Any],
+    example: Any,
+    *,
+    example_b: Any = None,
+    warmup: int = 10,
+    runs: int = 50,
+    threads: int | None = 2,
+) -> tuple[LatencyStats, LatencyStats, float]:
+    """Time two models interleaved (a, b, a, b...). Returns ``(a, b, a_median / b_median)``.
+
+    A ratio above 1 means ``b`` is faster.
+    """
+    ca = _as_callable(fn_a, example)
+    cb = _as_callable(fn_b, example if example_b is None else example_b)
+    ta: list[float] = []
+    tb: list[float] = []
+    with num_threads(threads):
+        for _ in range(warmup):
+            ca()
+            cb()
+        for _ in range(runs):
+            for call, acc in ((ca, ta), (cb, tb)):
+                t0 = time.perf_counter()
+                call()
+                acc.append(time.perf_counter() - t0)
+    sa, sb = _stats(ta, _batch_of(example)), _stats(tb, _batch_of(example if example_b is None else example_b))
+    return sa, sb, sa.median_ms / sb.median_ms
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -1,0 +1,50 @@
+"""Configs of the one training loop (baseline training and every fine-tuning share it)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class DistillConfig(BaseModel):
+    """Knowledge distillation from the uncompressed teacher (Hinton et al., 2015).
+
+    loss = (1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))
+           + feature_weight * sum MSE(student[layer], teacher[layer]) over ``features``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.7, ge=0, le=1)
+    features: list[str] = Field(default_factory=list, description="layer names matched between student and teacher")
+    feature_weight: float = Field(1.0, ge=0)
+
+
+class TrainConfig(BaseModel):
+    """Hyper-parameters of one training / fine-tuning run. ``batch_size`` is the global batch."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(10, ge=0)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    step_size: int = Field(10, ge=1, description="epochs between decays (schedule=step)")
+    gamma: float = Field(0.1, gt=0, le=1)
+    warmup_epochs: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augment: bool = True
+    seed: int = 0
+    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without val gain before stopping")
+    checkpoint_every_steps: int = Field(200, ge=1, description="resumable checkpoint interval (steps)")
+    distill: DistillConfig | None = None
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (smoke runs)")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.warmup_epochs > self.epochs and self.epochs > 0:
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs})")
+        return self
