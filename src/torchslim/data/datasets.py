@@ -110,39 +110,55 @@ def make_loader(
     *,
     shuffle: bool = False,
     seed: int = 0,
+    epoch: int = 0,
     drop_last: bool = False,
-    distributed: bool = False,
+    world_size: int = 1,
+    rank: int = 0,
 ) -> DataLoader:
-    """A DataLoader over in-memory tensors; a DistributedSampler shards it when ``distributed``."""
+    """A DataLoader over in-memory tensors.
+
+    Shuffled loaders always use a DistributedSampler (``world_size=1`` for one process): its
+    permutation depends only on ``seed + epoch``, and rank ``r`` takes positions ``r::world``, so
+    the union of the ranks' batches at step ``i`` is exactly the single-process batch ``i`` of
+    size ``batch_size * world_size``. That makes a DDP run and a one-process run with the same
+    global batch see the same samples at every step.
+    """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if len(data) == 0:
         raise DataError(f"{data.name}/{data.split} is empty")
     ds = TensorDataset(data.images, data.labels)
-    if distributed:
-        from torch.utils.data.distributed import DistributedSampler
+    if not shuffle and world_size == 1:
+        return DataLoader(ds, batch_size=batch_size, shuffle=False, drop_last=drop_last)
+    from torch.utils.data.distributed import DistributedSampler
 
-        sampler = DistributedSampler(ds, shuffle=shuffle, seed=seed, drop_last=drop_last)
-        return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen, drop_last=drop_last)
+    sampler = DistributedSampler(ds, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+    sampler.set_epoch(epoch)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, drop_last=drop_last)
 
 
-def augment(x: torch.Tensor, generator: torch.Generator, pad: int = 2, flip: bool = True) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, generator: torch.Generator, pad: int = 2, flip: bool = True, *, world_size: int = 1, rank: int = 0
+) -> torch.Tensor:
     """Random translation by up to ``pad`` pixels and random horizontal flip, per sample.
+
+    Random draws are made for the whole global batch (``len(x) * world_size``) and rank ``r``
+    takes positions ``r::world_size`` (matching :func:`make_loader`), so augmentation under DDP
+    equals the one-process run's.
 
     Done on the whole batch with one gather instead of per-image transforms: on 2 CPU cores a
     torchvision transform per 28x28 image costs more than the LeNet forward pass.
     """
     n, _, h, w = x.shape
+    sel = torch.arange(rank, n * world_size, world_size)
     padded = F.pad(x, (pad, pad, pad, pad), value=float(x.min()))
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pad + 1, (n * world_size,), generator=generator)[sel]
+    dx = torch.randint(0, 2 * pad + 1, (n * world_size,), generator=generator)[sel]
     rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
     out = padded.gather(2, rows)
     cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(n, x.shape[1], h, w)
     out = out.gather(3, cols)
     if flip:
-        mask = torch.rand(n, generator=generator) < 0.5
+        mask = torch.rand(n * world_size, generator=generator)[sel] < 0.5
         out = torch.where(mask[:, None, None, None], out.flip(3), out)
     return out

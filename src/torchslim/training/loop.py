@@ -243,7 +243,7 @@ def fit(
     ddp_model: nn.Module = model
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model)
-    probe_loader = make_loader(train_data, per_rank, shuffle=True, seed=config.seed, drop_last=True, distributed=world > 1)
+    probe_loader = make_loader(train_data, per_rank, shuffle=True, seed=config.seed, drop_last=True, world_size=world, rank=rank)
     steps_per_epoch = len(probe_loader)
     if steps_per_epoch == 0:
         raise ConfigError(f"batch_size {config.batch_size} exceeds the {len(train_data)} training samples")
@@ -322,10 +322,8 @@ def fit(
             if step >= total_steps:
                 break
             loader = make_loader(
-                train_data, per_rank, shuffle=True, seed=config.seed * 1000 + epoch, drop_last=True, distributed=world > 1
+                train_data, per_rank, shuffle=True, seed=config.seed, epoch=epoch, drop_last=True, world_size=world, rank=rank
             )
-            if world > 1:
-                loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
             task = progress.start_epoch(epoch, config.epochs, steps_per_epoch, completed=skip)
             run_loss = run_correct = run_n = 0.0
             for i, (x, y) in enumerate(loader):
@@ -334,8 +332,8 @@ def fit(
                 if step >= total_steps:
                     break
                 if config.augment:
-                    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 7919 + rank)
-                    x = augment(x, g)
+                    g = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 7919)
+                    x = augment(x, g, world_size=world, rank=rank)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(config, step, steps_per_epoch)
                 out = ddp_model(x)

@@ -1,0 +1,140 @@
+"""What a recipe run measures after the baseline and after every step (the report's data).
+
+Sizes are real files: each stage's model is saved as a torchslim checkpoint and the
+``.safetensors`` file is weighed (its JSON sidecar only repeats the file's own header).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from torchslim.data.datasets import ImageData
+from torchslim.measure import accuracy, count_macs, count_params, measure_latency
+
+HIST_BINS = 60
+
+
+def layer_weight(m: nn.Module) -> torch.Tensor | None:
+    """The dense float weight a layer computes with, whatever its storage, or None."""
+    w: Any = getattr(m, "weight", None)
+    if callable(w) and not isinstance(w, torch.Tensor):
+        try:
+            w = w()
+        except Exception:  # noqa: BLE001 - foreign module types: no weight to show, not an error
+            return None
+    if not isinstance(w, torch.Tensor):
+        return None
+    try:
+        if getattr(w, "is_quantized", False) or hasattr(w, "dequantize") and type(w) is not torch.Tensor and not isinstance(w, nn.Parameter):
+            w = w.dequantize()
+        w = w.detach()
+        if w.dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+            return None
+        return w.float().cpu()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def layer_bits(m: nn.Module) -> float | None:
+    """Bits per stored weight of a layer: its declared width, else its weight storage dtype."""
+    stats = getattr(m, "bits_stats", None)
+    if stats is not None:
+        return float(stats.bits)
+    for attr in ("bits", "weight_bits", "nbits", "n_bits"):
+        v = getattr(m, attr, None)
+        if isinstance(v, int) and not isinstance(v, bool):
+            return float(v)
+    w: Any = getattr(m, "weight", None)
+    if isinstance(w, torch.Tensor) and type(w) in (torch.Tensor, nn.Parameter):
+        return float(w.element_size() * 8)
+    own = [t for t in (*m.parameters(recurse=False), *m.buffers(recurse=False)) if t.numel() > 1]
+    if not own:
+        return None
+    big = max(own, key=lambda t: t.numel())
+    return float(big.element_size() * 8)
+
+
+def _is_layer(name: str, m: nn.Module) -> bool:
+    if not name or any(True for _ in m.children()):
+        return False
+    return layer_weight(m) is not None and layer_weight(m).dim() > 1  # type: ignore[union-attr]
+
+
+def layer_table(model: nn.Module) -> list[dict[str, Any]]:
+    """Per weight layer: type, elements, sparsity and bits per stored weight."""
+    rows = []
+    for name, m in model.named_modules():
+        if not _is_layer(name, m):
+            continue
+        w = layer_weight(m)
+        assert w is not None
+        rows.append({
+            "name": name, "type": type(m).__name__, "numel": w.numel(),
+            "sparsity": float((w == 0).float().mean()), "bits": layer_bits(m),
+        })  # fmt: skip
+    return rows
+
+
+def weights_by_layer(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: layer_weight(m) for n, m in model.named_modules() if _is_layer(n, m)}  # type: ignore[misc]
+
+
+def histograms(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    """Per layer: shared bin edges and the counts of the weights before and after (zeros excluded after)."""
+    out = {}
+    for name, wb in before.items():
+        wa = after.get(name)
+        b = wb.flatten().numpy()
+        a = wa.flatten().numpy() if wa is not None else np.zeros(0)
+        a_nz = a[a != 0]
+        lo = float(min(b.min(), a_nz.min() if a_nz.size else b.min()))
+        hi = float(max(b.max(), a_nz.max() if a_nz.size else b.max()))
+        if hi <= lo:
+            hi = lo + 1e-6
+        edges = np.linspace(lo, hi, HIST_BINS + 1)
+        out[name] = {
+            "edges": edges.tolist(), "before": np.histogram(b, edges)[0].tolist(),
+            "after": np.histogram(a_nz, edges)[0].tolist(), "after_zeros": int((a == 0).sum()),
+            "after_unique": int(np.unique(a_nz).size),
+        }  # fmt: skip
+    return out
+
+
+def saved_file_size(model: nn.Module, architecture: str | None, architecture_config: dict[str, Any] | None) -> int:
+    from torchslim.checkpoint import save_checkpoint
+
+    with tempfile.TemporaryDirectory() as d:
+        p = save_checkpoint(model, Path(d) / "m.safetensors", architecture=architecture,
+                            architecture_config=architecture_config)  # fmt: skip
+        return p.stat().st_size
+
+
+def measure_stage(
+    model: nn.Module, test: ImageData, *, architecture: str | None, architecture_config: dict[str, Any] | None,
+    latency_runs: int, size_bytes: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Accuracy, file size, MACs, sparsity, latency at batch 1 and 64, per-layer table."""
+    model.eval()
+    out: dict[str, Any] = {"accuracy": accuracy(model, test)}
+    out["size_bytes"] = size_bytes if size_bytes is not None else saved_file_size(model, architecture, architecture_config)
+    out.update(count_params(model))
+    layers = layer_table(model)
+    total = sum(r["numel"] for r in layers)
+    out["sparsity"] = sum(r["sparsity"] * r["numel"] for r in layers) / total if total else 0.0
+    example = test.images[:1]
+    try:
+        out["macs"] = count_macs(model, example)
+    except Exception:  # noqa: BLE001 - integer kernels without a FLOP formula; reported as unknown
+        out["macs"] = None
+    for b in (1, 64):
+        x = test.images[:b] if len(test) >= b else test.images[:1].repeat(b, 1, 1, 1)
+        st = measure_latency(model, x, runs=latency_runs, warmup=max(2, latency_runs // 5), threads=torch.get_num_threads())
+        out[f"latency_ms_b{b}"] = st.median_ms
+    out["layers"] = layers
+    return out

@@ -1,0 +1,123 @@
+"""``finetune``: recover accuracy after pruning or quantization, optionally distilling."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from pydantic import Field
+
+from torchslim.data.datasets import ImageData, load_dataset
+from torchslim.layer_report import Report
+from torchslim.training.config import TrainConfig
+from torchslim.training.loop import Callback, TrainResult, fit
+
+
+class FinetuneConfig(TrainConfig):
+    """A fine-tuning run: the training loop's fields plus the data and sparsity policy.
+
+    >>> FinetuneConfig(epochs=2, lr=0.01).keep_sparsity
+    True
+    """
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    lr: float = Field(0.01, gt=0)
+    epochs: int = Field(5, ge=0)
+    keep_sparsity: bool = Field(True, description="weights that are exactly zero at the start stay zero")
+
+
+class KeepSparsity(Callback):
+    """Re-applies the zero pattern a model had at the start after every optimizer step.
+
+    Works for any pruned model, whether its masks live in ``torch.nn.utils.prune``
+    reparametrisations (then the forward hook already masks, and this is a no-op for those
+    tensors) or were made permanent as zeros in the weights (then this is what keeps them zero,
+    as Deep Compression's masked retraining does).
+    """
+
+    name = "keep_sparsity"
+
+    def __init__(self) -> None:
+        self.masks: dict[str, torch.Tensor] = {}
+
+    def on_train_start(self, model: nn.Module, total_steps: int, steps_per_epoch: int) -> None:
+        self.masks = {}
+        for name, p in model.named_parameters():
+            if p.dim() > 1 and not name.endswith("_orig"):
+                zero = p.detach() == 0
+                if bool(zero.any()):
+                    self.masks[name] = ~zero
+
+    @torch.no_grad()
+    def on_step_end(self, model: nn.Module, step: int) -> None:
+        if getattr(self, "_pending", None):
+            # Resumed: the restored weights hold exactly the zeros the masks had.
+            params = dict(model.named_parameters())
+            self.masks = {n: params[n].detach() != 0 for n in self._pending if n in params}
+            self._pending = []
+        if not self.masks:
+            return
+        params = dict(model.named_parameters())
+        for name, mask in self.masks.items():
+            params[name].mul_(mask)
+
+    def state_dict(self) -> dict[str, Any]:
+        # Masks are derivable from the checkpointed weights (the zeros), so only names are kept.
+        return {"names": sorted(self.masks)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = state.get("names", [])
+
+
+@dataclass
+class FinetuneResult:
+    train: TrainResult
+    report: Report
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def finetune(
+    model: nn.Module,
+    config: FinetuneConfig | None = None,
+    *,
+    teacher: nn.Module | None = None,
+    callbacks: list[Callback] | tuple[Callback, ...] = (),
+    train_data: ImageData | None = None,
+    val_data: ImageData | None = None,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+) -> tuple[nn.Module, FinetuneResult]:
+    """Fine-tune a copy of ``model``; returns ``(new_model, result)``. ``model`` is not modified.
+
+    >>> from torchslim.models import create_model
+    >>> m, r = finetune(create_model("lenet300"), FinetuneConfig(dataset="digits", epochs=1, batch_size=64), quiet=True)
+    >>> r.train.epochs_run
+    1
+    """
+    config = config or FinetuneConfig()
+    train_data = train_data or load_dataset(config.dataset, "train", data_dir=config.data_dir)
+    val_data = val_data or load_dataset(config.dataset, "val", data_dir=config.data_dir)
+    student = copy.deepcopy(model)
+    cbs = list(callbacks)
+    keeper = None
+    if config.keep_sparsity:
+        keeper = KeepSparsity()
+        cbs.insert(0, keeper)
+    from torchslim.measure.size import sparsity
+
+    before = sparsity(student)
+    result = fit(student, config, train_data, val_data, teacher=teacher, callbacks=cbs, run_dir=run_dir,
+                 resume=resume, quiet=quiet, fingerprint_extra={"verb": "finetune"})  # fmt: skip
+    report = Report("finetune", "distill" if teacher is not None and config.distill else "finetune")
+    report.summary = {
+        "epochs_run": result.epochs_run, "steps": result.steps, "best_val_accuracy": result.best_val_accuracy,
+        "best_epoch": result.best_epoch, "wall_s": result.wall_s, "world_size": result.world_size,
+        "sparsity_before": before, "sparsity_after": sparsity(student), "stopped_early": result.stopped_early,
+    }  # fmt: skip
+    return student, FinetuneResult(result, report, result.history)

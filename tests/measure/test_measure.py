@@ -1,0 +1,41 @@
+import torch
+import torch.nn as nn
+
+from torchslim.measure import compare_latency, count_macs, count_params, embedding_fidelity, evaluate, sparsity
+from torchslim.models import create_model
+
+
+def test_macs_of_known_models():
+    x = torch.zeros(1, 1, 28, 28)
+    assert count_macs(create_model("lenet300"), x) == 784 * 300 + 300 * 100 + 100 * 10
+    # conv1 20x24x24x25 + conv2 50x8x8x500 + fc 800x500 + 500x10
+    assert count_macs(create_model("lenet5"), x) == 288_000 + 1_600_000 + 400_000 + 5_000
+
+
+def test_params_and_sparsity_count_zeros():
+    m = nn.Linear(10, 10, bias=False)
+    with torch.no_grad():
+        m.weight[:, :3] = 0
+    assert count_params(m) == {"params": 100, "nonzero_params": 70}
+    assert abs(sparsity(m) - 0.3) < 1e-9
+
+
+def test_embedding_fidelity_detects_changes():
+    r = torch.randn(100, 16)
+    same = embedding_fidelity(r, r)
+    assert abs(same["mean_cos"] - 1) < 1e-6 and same["nn_agreement"] == 1.0
+    noisy = embedding_fidelity(r, r + 0.5 * torch.randn(100, 16))
+    assert 0.5 < noisy["mean_cos"] < 0.99 and noisy["min_cos"] < noisy["mean_cos"]
+
+
+def test_compare_latency_ratio_sees_a_bigger_model():
+    small, big = nn.Linear(64, 64), nn.Sequential(*[nn.Linear(64, 64) for _ in range(30)])
+    a, b, ratio = compare_latency(big, small, torch.randn(32, 64), runs=20, warmup=3)
+    assert ratio > 2 and a.runs == b.runs == 20
+
+
+def test_evaluate_reports_every_figure():
+    r = evaluate(create_model("lenet5"), dataset="digits", latency_runs=3)
+    for k in ("accuracy", "params", "nonzero_params", "size_bytes", "macs", "latency_ms_b1", "latency_ms_b64", "peak_rss_mb"):
+        assert k in r
+    assert r["params"] == 431_080 and 1_700_000 < r["size_bytes"] < 1_760_000

@@ -1,0 +1,79 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from torchslim.checkpoint import load_checkpoint, load_weights, read_checkpoint, save_checkpoint
+from torchslim.errors import CheckpointError
+from torchslim.models import create_model
+
+
+def test_round_trip_identical_outputs(tmp_path: Path):
+    m = create_model("resnet8").eval()
+    p = save_checkpoint(m, tmp_path / "m.safetensors", architecture="resnet8", meta={"note": "x"})
+    m2, meta = load_checkpoint(p)
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.equal(m(x), m2(x))
+    assert meta["note"] == "x" and meta["structure"] == []
+    sidecar = json.loads(p.with_suffix(".json").read_text())
+    assert sidecar["architecture"]["name"] == "resnet8" and "torch" in sidecar["versions"]
+    assert not p.read_bytes().startswith(b"\x80")  # not a pickle
+
+
+def test_changed_shapes_are_rebuilt(tmp_path: Path):
+    m = create_model("lenet300").eval()
+    m.fc1 = nn.Linear(784, 120)  # a structurally pruned layer...
+    m.fc2 = nn.Linear(120, 100)  # ...and its coupled consumer
+    p = save_checkpoint(m, tmp_path / "m.safetensors", architecture="lenet300")
+    m2, meta = load_checkpoint(p)
+    assert {s["name"] for s in meta["structure"]} == {"fc1", "fc2"}
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(m(x), m2(x))
+
+
+def test_sparse_tensors_are_stored_compactly(tmp_path: Path):
+    m = create_model("lenet300").eval()
+    dense = save_checkpoint(m, tmp_path / "dense.safetensors", architecture="lenet300").stat().st_size
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() > 1:
+                thr = p.abs().flatten().kthvalue(int(0.9 * p.numel())).values
+                p[p.abs() <= thr] = 0
+    path = save_checkpoint(m, tmp_path / "sparse.safetensors", architecture="lenet300")
+    assert path.stat().st_size < 0.2 * dense  # 10% non-zeros + 1 bit per weight
+    m2, _ = load_checkpoint(path)
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(m(x), m2(x))
+
+
+def test_wrong_architecture_names_the_tensors(tmp_path: Path):
+    p = save_checkpoint(create_model("lenet300"), tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match=r"missing: conv1.weight.*unexpected: fc3.bias.*shape mismatch: fc1.weight \(checkpoint \(300, 784\), model \(500, 800\)\)"):
+        load_weights(create_model("lenet5"), p)
+
+
+def test_truncated_file(tmp_path: Path):
+    p = save_checkpoint(create_model("lenet300"), tmp_path / "m.safetensors", architecture="lenet300")
+    p.write_bytes(p.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match="truncated or corrupt"):
+        read_checkpoint(p)
+
+
+def test_plain_safetensors_is_not_a_torchslim_checkpoint(tmp_path: Path):
+    from safetensors.torch import save_file
+
+    save_file({"a": torch.zeros(2)}, tmp_path / "x.safetensors")
+    with pytest.raises(CheckpointError, match="not a torchslim checkpoint"):
+        load_checkpoint(tmp_path / "x.safetensors")
+
+
+def test_load_into_user_model_does_not_modify_it(tmp_path: Path):
+    user = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    trained = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    p = save_checkpoint(trained, tmp_path / "u.safetensors")
+    before = user[1].weight.clone()
+    loaded, _ = load_checkpoint(p, model=user)
+    assert torch.equal(user[1].weight, before)
+    assert torch.equal(loaded[1].weight, trained[1].weight)
