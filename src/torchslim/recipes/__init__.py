@@ -7,7 +7,13 @@ Deep Compression, evaluation and export, validated before any work starts.
 """
 
 from torchslim.recipes.context import StepContext
-from torchslim.recipes.recipe import Recipe, RecipeSettings, RecipeStep, apply_overrides, load_recipe
+from torchslim.recipes.recipe import (
+    Recipe,
+    RecipeSettings,
+    RecipeStep,
+    apply_overrides,
+    load_recipe,
+)
 from torchslim.recipes.registry import StepType, get_step, register_step, step_types
 from torchslim.recipes.run import CompressResult, compress
 

@@ -115,7 +115,11 @@ def register_builtin() -> None:
     if _registered:
         return
     _registered = True
-    from torchslim.compression.config import DeepCompressionConfig, HuffmanCodingConfig, WeightSharingConfig
+    from torchslim.compression.config import (
+        DeepCompressionConfig,
+        HuffmanCodingConfig,
+        WeightSharingConfig,
+    )
 
     register_step(
         "deep_compression", DeepCompressionConfig, _run_deep_compression, produces={SPARSE, CODED},
