@@ -1,0 +1,188 @@
+"""Checks and measurements shared by the pruning methods."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import prune as torch_prune
+
+from torchslim.data.datasets import ImageData
+from torchslim.errors import CompatibilityError, ConfigError, DataError
+
+PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_QUANT_MODULE_PREFIXES = (
+    "torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torch.ao.nn.qat",
+    "torch.nn.qat", "torch.ao.nn.intrinsic.qat", "torchao.", "torchslim.quantization",
+)  # fmt: skip
+
+
+def check_not_quantized(model: nn.Module) -> None:
+    """Raise :class:`CompatibilityError` naming the first quantized layer of ``model``.
+
+    Pruning must come before quantization: quantized layers hold integer or packed weights whose
+    zeros are not the float zeros pruning creates, and fake-quant/observer modules would record
+    the pre-pruning ranges.
+    """
+    from torch.ao.quantization import FakeQuantizeBase
+    from torch.ao.quantization.observer import ObserverBase
+
+    for name, m in model.named_modules():
+        mod = type(m).__module__ or ""
+        what = None
+        if mod.startswith(_QUANT_MODULE_PREFIXES):
+            what = f"a {type(m).__name__} from {mod}"
+        elif isinstance(m, FakeQuantizeBase | ObserverBase):
+            what = f"a {type(m).__name__} (quantization-aware training or calibration module)"
+        else:
+            for pname, t in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
+                data = t.data if isinstance(t, nn.Parameter) else t
+                if data.is_quantized or type(data) not in (torch.Tensor, nn.Parameter):
+                    what = f"quantized tensor {pname} ({type(data).__name__}, {data.dtype})"
+                    break
+        if what is not None:
+            raise CompatibilityError(
+                f"the model is already quantized: layer {name or '<root>'} is {what}. Prune the FP32 model "
+                "first, then quantize (torchslim.compress runs the steps in that order)"
+            )
+
+
+def to_batches(
+    calib_data: Any, max_samples: int, batch_size: int, *, need_labels: bool = False, what: str = "calibration"
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Normalise calibration data to a list of ``(x, y or None)`` batches holding ``max_samples``.
+
+    Accepts an :class:`ImageData`, a tensor of inputs, an ``(inputs, labels)`` tuple, or an
+    iterable of tensors / ``(x, y)`` pairs (e.g. a DataLoader).
+    """
+    if calib_data is None:
+        raise ConfigError(f"this method needs {what} data: pass calib_data= (an ImageData, a tensor or batches)")
+    batches: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    if isinstance(calib_data, ImageData):
+        calib_data = (calib_data.images, calib_data.labels)
+    if isinstance(calib_data, torch.Tensor):
+        calib_data = (calib_data, None)
+    if isinstance(calib_data, tuple) and len(calib_data) == 2 and isinstance(calib_data[0], torch.Tensor):
+        x, y = calib_data
+        if y is not None and len(y) != len(x):
+            raise DataError(f"{what} data has {len(x)} inputs but {len(y)} labels")
+        x = x[:max_samples]
+        y = y[:max_samples] if y is not None else None
+        for i in range(0, len(x), batch_size):
+            batches.append((x[i : i + batch_size], None if y is None else y[i : i + batch_size]))
+    elif isinstance(calib_data, Iterable):
+        n = 0
+        for item in calib_data:
+            if n >= max_samples:
+                break
+            if isinstance(item, torch.Tensor):
+                batches.append((item, None))
+            elif isinstance(item, list | tuple) and item and isinstance(item[0], torch.Tensor):
+                batches.append((item[0], item[1] if len(item) > 1 else None))
+            else:
+                raise DataError(f"{what} batches must be tensors or (inputs, labels) pairs, got {type(item).__name__}")
+            n += len(batches[-1][0])
+    else:
+        raise DataError(f"{what} data must be an ImageData, a tensor or an iterable of batches, got {type(calib_data).__name__}")
+    if not batches or sum(len(b[0]) for b in batches) == 0:
+        raise DataError(f"{what} data is empty")
+    for x, _ in batches:
+        if x.is_floating_point() and not torch.isfinite(x).all():
+            raise DataError(f"{what} data contains NaN or infinite values")
+    if need_labels and any(y is None for _, y in batches):
+        raise DataError(f"this method needs labelled {what} data: pass an ImageData or (inputs, labels)")
+    return batches
+
+
+def example_input(calib_data: Any, input_shape: list[int] | None) -> torch.Tensor | None:
+    """One sample (batch of 1) to trace the model with, or None when nothing tells the shape."""
+    if calib_data is not None:
+        x, _ = to_batches(calib_data, 1, 1)[0]
+        return x[:1]
+    if input_shape is not None:
+        return torch.randn(1, *input_shape)
+    return None
+
+
+@torch.no_grad()
+def layer_macs(model: nn.Module, example: torch.Tensor | None) -> dict[str, int]:
+    """Dense MACs per sample of each Conv/Linear layer (forward hooks on one batch)."""
+    if example is None:
+        return {}
+    out: dict[str, int] = {}
+    handles = []
+
+    def hook(name: str) -> Any:
+        def fn(m: nn.Module, inp: Any, o: torch.Tensor) -> None:
+            b = inp[0].shape[0] if inp[0].dim() > 1 else 1
+            if isinstance(m, nn.Linear):
+                out[name] = out.get(name, 0) + o.numel() // b * m.in_features
+            else:
+                w = m.weight
+                out[name] = out.get(name, 0) + o.numel() // b * (w.shape[1] * w[0, 0].numel())
+
+        return fn
+
+    for name, m in model.named_modules():
+        if isinstance(m, PRUNABLE):
+            handles.append(m.register_forward_hook(hook(name)))
+    was = model.training
+    model.eval()
+    try:
+        model(example)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    return out
+
+
+def total_macs(model: nn.Module, example: torch.Tensor | None) -> int | None:
+    if example is None:
+        return None
+    from torchslim.measure.macs import count_macs
+
+    was = model.training
+    try:
+        return count_macs(model, example)
+    finally:
+        model.train(was)
+
+
+def effective(module: nn.Module, name: str) -> torch.Tensor:
+    """The tensor the layer computes with (``orig * mask`` under pruning reparametrization)."""
+    if hasattr(module, name + "_orig"):
+        return getattr(module, name + "_orig").detach() * getattr(module, name + "_mask")
+    return getattr(module, name).detach()
+
+
+def tensor_sparsity(t: torch.Tensor) -> float:
+    return float((t == 0).sum()) / max(1, t.numel())
+
+
+def is_pruned(module: nn.Module, name: str = "weight") -> bool:
+    return any(
+        isinstance(h, torch_prune.BasePruningMethod) and h._tensor_name == name for h in module._forward_pre_hooks.values()
+    )
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also works on models under pruning masks.
+
+    After a forward pass with autograd on, ``torch.nn.utils.prune`` leaves ``weight`` as a
+    non-leaf tensor (``weight_orig * weight_mask``), which ``deepcopy`` refuses. The copy gets a
+    detached value instead; its own pre-hook recomputes it at the next forward. The original
+    model is not modified.
+    """
+    import copy
+
+    memo: dict[int, Any] = {}
+    for m in model.modules():
+        for hook in m._forward_pre_hooks.values():
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                t = getattr(m, hook._tensor_name, None)
+                if isinstance(t, torch.Tensor) and not t.is_leaf:
+                    memo[id(t)] = t.detach().clone()
+    return copy.deepcopy(model, memo)

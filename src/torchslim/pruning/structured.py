@@ -1,0 +1,244 @@
+"""Structured channel pruning on Torch-Pruning's dependency graph: smaller layers, real speed-ups.
+
+Torch-Pruning traces the model once and groups every parameter coupled to an output channel:
+the convolution's filter, the BatchNorm entries after it, the input channels of every consumer,
+every other layer joined to it by a residual addition, the matching slices of a concatenation,
+and depthwise convolutions (whose input and output channels are one). Removing a channel removes
+it from the whole group, so the pruned network is a smaller dense network.
+
+torchslim plans every group first (importance, ratio, rounding, the checks that reject a plan
+that would empty a layer), and only then removes channels, so a bad ratio fails before any layer
+changes. Importance criteria are Torch-Pruning's: L1/L2 magnitude of the whole group, first-order
+Taylor, BatchNorm scale, random (a control).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from torchslim.errors import CompatibilityError, ConfigError, TargetError, require
+from torchslim.layer_report import Report
+from torchslim.pruning._common import example_input, layer_macs, to_batches, total_macs
+from torchslim.pruning.config import StructuredConfig
+from torchslim.pruning.unstructured import normalize_targets
+from torchslim.targets import resolve_targets
+
+ROOT_TYPES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+_SHAPED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
+
+
+@dataclass
+class _Plan:
+    root: nn.Module
+    name: str
+    handler: Any
+    channels: int
+    ratio: float
+    importance: torch.Tensor
+    n_prune: int = 0
+
+
+def _shape(m: nn.Module) -> dict[str, int]:
+    if isinstance(m, nn.Linear):
+        return {"in_channels": m.in_features, "out_channels": m.out_features}
+    if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+        return {"in_channels": m.in_channels, "out_channels": m.out_channels}
+    if isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
+        return {"in_channels": m.num_features, "out_channels": m.num_features}
+    if isinstance(m, nn.GroupNorm):
+        return {"in_channels": m.num_channels, "out_channels": m.num_channels}
+    if isinstance(m, nn.LayerNorm):
+        return {"in_channels": m.normalized_shape[-1], "out_channels": m.normalized_shape[-1]}
+    return {}
+
+
+def _params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters(recurse=False))
+
+
+@torch.no_grad()
+def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the Conv/Linear layers whose output is (part of) the model's output.
+
+    Their output channels are the classes (or the embedding) and must never be pruned.
+    """
+    produced: list[tuple[Any, str]] = []  # keeps the tensors alive so identity checks are sound
+
+    def hook(name: str) -> Any:
+        def fn(_m: nn.Module, _i: Any, o: Any) -> None:
+            produced.append((o, name))
+
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, ROOT_TYPES)]
+    try:
+        out = model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    outs = out if isinstance(out, tuple | list) else (out.values() if isinstance(out, dict) else [out])
+    return [name for o in outs for t, name in produced if t is o]
+
+
+def _round_keep(keep: int, channels: int, round_to: int | None) -> int:
+    if not round_to or round_to == 1:
+        return keep
+    if channels < round_to:
+        return channels  # cannot reach a multiple; leave the layer whole (reported)
+    k = int(math.floor(keep / round_to + 0.5)) * round_to
+    return min(k, channels - channels % round_to)
+
+
+def _importance(tp: Any, kind: str) -> Any:
+    imp = tp.importance
+    return {
+        "l1": lambda: imp.GroupMagnitudeImportance(p=1),
+        "l2": lambda: imp.GroupMagnitudeImportance(p=2),
+        "taylor": lambda: imp.GroupTaylorImportance(),
+        "bn_scale": lambda: imp.BNScaleImportance(),
+        "random": lambda: imp.RandomImportance(),
+    }[kind]()
+
+
+def prune_structured(
+    model: nn.Module, config: StructuredConfig, targets: Any, calib_data: Any
+) -> tuple[nn.Module, Report]:
+    """Remove channels from ``model`` (already a copy) in place; see the module docstring."""
+    tp = require("torch_pruning", "prune")
+    example = example_input(calib_data, config.input_shape)
+    if example is None:
+        raise ConfigError("structured pruning traces the model: pass calib_data= (inputs) or set input_shape in the config")
+    batches = None
+    if config.importance == "taylor":
+        batches = to_batches(calib_data, config.calib_samples, 128, need_labels=True)
+
+    mapping, use_default = normalize_targets(targets)
+    chosen = resolve_targets(model, mapping, default=True if use_default else None, types=ROOT_TYPES)
+    ratios: dict[str, float] = {}
+    for name, v in chosen.items():
+        if v is True:
+            v = config.ratio
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ConfigError(f"target {name!r}: value must be a ratio in [0, 1), True or None, got {v!r}")
+        if float(v) >= 1.0:
+            raise ConfigError(f"ratio {v} for layer {name} would remove all of its channels; use a ratio in [0, 1)")
+        if float(v) < 0.0:
+            raise ConfigError(f"ratio {v} for layer {name} is negative; use a ratio in [0, 1)")
+        ratios[name] = float(v)
+
+    was = model.training
+    model.eval()
+    names = {m: n for n, m in model.named_modules()}
+    outputs = output_layers(model, example)
+    ignored = [m for n, m in model.named_modules() if isinstance(m, ROOT_TYPES) and (n not in ratios or n in outputs)]
+    try:
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception as exc:  # Torch-Pruning raises plain errors from tracing
+        raise CompatibilityError(f"Torch-Pruning could not trace this model for structured pruning: {type(exc).__name__}: {exc}") from exc
+
+    if batches is not None:
+        model.zero_grad(set_to_none=True)
+        for x, y in batches:
+            F.cross_entropy(model(x), y).backward()
+    importance = _importance(tp, config.importance)
+
+    skipped: dict[str, str] = {n: "produces the model output" for n in outputs}
+    skipped.update({n: "excluded by targets" for n, m in model.named_modules() if isinstance(m, ROOT_TYPES) and n not in chosen and n not in skipped})
+    plans: list[_Plan] = []
+    for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=ROOT_TYPES):
+        root, handler = group[0].dep.target.module, group[0].dep.handler
+        name = names.get(root, str(root))
+        members = [names.get(dep.target.module, "?") for dep, _ in group if dg.is_out_channel_pruning_fn(dep.handler)]
+        for dep, _ in group:
+            m = dep.target.module
+            if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d) and 1 < m.groups and not (m.groups == m.in_channels == m.out_channels):
+                raise CompatibilityError(
+                    f"layer {names.get(m, m)} is a grouped convolution (groups={m.groups}, not depthwise); torchslim's "
+                    "structured pruning supports depthwise and ordinary convolutions only: exclude it with targets={name: None}"
+                )
+        channels = dg.get_out_channels(root)
+        ratio = min(ratios[n] for n in members if n in ratios) if any(n in ratios for n in members) else config.ratio
+        imp = importance(group)
+        if imp is None:
+            skipped[name] = f"importance {config.importance!r} undefined for this group (e.g. no BatchNorm)"
+            continue
+        imp = imp.detach().float().cpu()
+        if imp.numel() != channels:
+            raise CompatibilityError(f"layer {name}: importance has {imp.numel()} entries for {channels} channels; this coupling is unsupported")
+        plans.append(_Plan(root, name, handler, channels, ratio, imp))
+    if batches is not None:
+        model.zero_grad(set_to_none=True)
+    if not plans:
+        raise TargetError("structured pruning found no prunable channel group (every group touches an excluded or output layer)")
+
+    if config.scope == "global" and plans:
+        scores = torch.cat([p.importance for p in plans])
+        owner = torch.cat([torch.full((p.channels,), i) for i, p in enumerate(plans)])
+        total = int(config.ratio * scores.numel())
+        order = torch.argsort(scores)[:total]
+        counts = torch.bincount(owner[order], minlength=len(plans))
+        for p, c in zip(plans, counts.tolist(), strict=True):
+            p.n_prune = min(c, int(config.max_layer_ratio * p.channels))
+    else:
+        for p in plans:
+            p.n_prune = int(p.ratio * p.channels)
+    for p in plans:
+        keep = _round_keep(p.channels - p.n_prune, p.channels, config.round_to)
+        if keep <= 0:
+            raise ConfigError(
+                f"ratio {p.ratio} with round_to={config.round_to} would remove all {p.channels} channels of layer "
+                f"{p.name}; lower the ratio or round_to, or exclude the layer (targets={{'{p.name}': None}})"
+            )
+        if keep == p.channels and p.n_prune and config.round_to and p.channels < config.round_to:
+            skipped[p.name] = f"{p.channels} channels, fewer than round_to={config.round_to}"
+        p.n_prune = p.channels - keep
+
+    macs_before = total_macs(model, example)
+    layer_macs_before = layer_macs(model, example)
+    shapes_before = {n: (_shape(m), _params(m)) for n, m in model.named_modules() if isinstance(m, _SHAPED)}
+    for p in plans:
+        if not p.n_prune:
+            continue
+        idxs = torch.argsort(p.importance)[: p.n_prune].tolist()
+        group = dg.get_pruning_group(p.root, p.handler, idxs)
+        if not dg.check_pruning_group(group):
+            raise CompatibilityError(f"layer {p.name}: removing {p.n_prune} of {p.channels} channels would leave a coupled layer empty")
+        group.prune()
+    model.train(was)
+
+    with torch.no_grad():
+        model.eval()
+        out = model(example)
+        model.train(was)
+    del out
+    report = Report("prune", "structured")
+    layer_macs_after = layer_macs(model, example)
+    for n, m in model.named_modules():
+        if n not in shapes_before:
+            continue
+        (sb, pb), sa = shapes_before[n], _shape(m)
+        if sb == sa:
+            continue
+        before = {**sb, "params": pb, "macs": layer_macs_before.get(n)}
+        after = {**sa, "params": _params(m), "macs": layer_macs_after.get(n)}
+        dout, din = sb["out_channels"] - sa["out_channels"], sb["in_channels"] - sa["in_channels"]
+        report.add(n, type(m).__name__, "pruned", f"removed {dout} output / {din} input channels", before=before, after=after)
+    for n, why in skipped.items():
+        report.add(n, type(model.get_submodule(n)).__name__, "skipped", why)
+    macs_after = total_macs(model, example)
+    report.summary = {
+        "method": "structured", "importance": config.importance, "scope": config.scope, "round_to": config.round_to,
+        "groups": len(plans), "groups_pruned": sum(1 for p in plans if p.n_prune),
+        "channels_removed": sum(p.n_prune for p in plans), "channels_before": sum(p.channels for p in plans),
+        "macs_before": macs_before, "macs_after": macs_after,
+        "mac_reduction": (macs_before / macs_after) if macs_before and macs_after else None,
+        "params_before": sum(pb for _, pb in shapes_before.values()),
+        "params_after": sum(_params(m) for n, m in model.named_modules() if n in shapes_before),
+    }  # fmt: skip
+    return model, report
