@@ -17,12 +17,14 @@ from torchslim.pruning.config import (
     IterativeConfig,
     MagnitudeConfig,
     NMConfig,
-    PruneConfig,
     RandomConfig,
     StructuredConfig,
     TaylorConfig,
     WandaConfig,
     config_from_dict,
+)
+from torchslim.pruning.config import (
+    PruneConfig as PruneConfig,  # base class: importable, not a recipe step
 )
 from torchslim.pruning.permanent import make_permanent, pruned_parameters
 from torchslim.pruning.schedule import (
@@ -36,7 +38,7 @@ from torchslim.pruning.unstructured import nm_mask
 
 __all__ = [
     "CONFIGS", "GradualConfig", "GradualPruning", "IterativeConfig", "KeepSparsity", "MagnitudeConfig", "NMConfig",
-    "PruneConfig", "RandomConfig", "StructuredConfig", "TaylorConfig", "WandaConfig", "config_from_dict",
+    "RandomConfig", "StructuredConfig", "TaylorConfig", "WandaConfig", "config_from_dict",
     "cubic_sparsity", "global_unstructured", "make_permanent", "nm_mask", "prune", "prune_gradual", "prune_iterative",
     "pruned_parameters",
 ]  # fmt: skip

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -106,49 +107,52 @@ def example_input(calib_data: Any, input_shape: list[int] | None) -> torch.Tenso
     return None
 
 
+@dataclass
+class Profile:
+    """What one forward pass on one sample tells: total MACs, MACs per layer, output layers."""
+
+    macs: int | None = None
+    layer_macs: dict[str, int] = field(default_factory=dict)
+    output_layers: list[str] = field(default_factory=list)
+
+
 @torch.no_grad()
-def layer_macs(model: nn.Module, example: torch.Tensor | None) -> dict[str, int]:
-    """Dense MACs per sample of each Conv/Linear layer (forward hooks on one batch)."""
+def profile(model: nn.Module, example: torch.Tensor | None) -> Profile:
+    """Dense MACs (FlopCounterMode, as :func:`torchslim.measure.count_macs`) in one forward pass,
+    the MACs of each Conv/Linear layer (forward hooks), and which of those layers produce the
+    model's output (identity of the returned tensor)."""
     if example is None:
-        return {}
-    out: dict[str, int] = {}
-    handles = []
+        return Profile()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    per_layer: dict[str, int] = {}
+    produced: list[tuple[Any, str]] = []  # keeps the tensors alive so identity checks are sound
 
     def hook(name: str) -> Any:
         def fn(m: nn.Module, inp: Any, o: torch.Tensor) -> None:
+            produced.append((o, name))
             b = inp[0].shape[0] if inp[0].dim() > 1 else 1
             if isinstance(m, nn.Linear):
-                out[name] = out.get(name, 0) + o.numel() // b * m.in_features
+                per_layer[name] = per_layer.get(name, 0) + o.numel() // b * m.in_features
             else:
                 w = m.weight
-                out[name] = out.get(name, 0) + o.numel() // b * (w.shape[1] * w[0, 0].numel())
+                per_layer[name] = per_layer.get(name, 0) + o.numel() // b * (w.shape[1] * w[0, 0].numel())
 
         return fn
 
-    for name, m in model.named_modules():
-        if isinstance(m, PRUNABLE):
-            handles.append(m.register_forward_hook(hook(name)))
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, PRUNABLE)]
     was = model.training
     model.eval()
     try:
-        model(example)
+        with FlopCounterMode(display=False) as fc:
+            out = model(example)
     finally:
         for h in handles:
             h.remove()
         model.train(was)
-    return out
-
-
-def total_macs(model: nn.Module, example: torch.Tensor | None) -> int | None:
-    if example is None:
-        return None
-    from torchslim.measure.macs import count_macs
-
-    was = model.training
-    try:
-        return count_macs(model, example)
-    finally:
-        model.train(was)
+    outs = out if isinstance(out, tuple | list) else (list(out.values()) if isinstance(out, dict) else [out])
+    outputs = [name for o in outs for t, name in produced if t is o]
+    return Profile(fc.get_total_flops() // 2, per_layer, outputs)
 
 
 def effective(module: nn.Module, name: str) -> torch.Tensor:

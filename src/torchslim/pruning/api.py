@@ -7,6 +7,7 @@ from typing import Any
 
 import torch.nn as nn
 
+from torchslim.data.datasets import ImageData
 from torchslim.errors import ConfigError
 from torchslim.layer_report import Report
 from torchslim.pruning._common import check_not_quantized, copy_model
@@ -21,6 +22,7 @@ from torchslim.pruning.config import (
     TaylorConfig,
     WandaConfig,
 )
+from torchslim.pruning.schedule import prune_gradual, prune_iterative
 from torchslim.pruning.structured import prune_structured
 from torchslim.pruning.unstructured import prune_unstructured
 
@@ -36,7 +38,15 @@ _HANDLERS: dict[type[PruneConfig], Handler] = {
 
 
 def prune(
-    model: nn.Module, config: PruneConfig, *, targets: Any = None, calib_data: Any = None
+    model: nn.Module,
+    config: PruneConfig | GradualConfig | IterativeConfig,
+    *,
+    targets: Any = None,
+    calib_data: Any = None,
+    train_data: ImageData | None = None,
+    val_data: ImageData | None = None,
+    teacher: nn.Module | None = None,
+    quiet: bool = True,
 ) -> tuple[nn.Module, Report]:
     """Prune a copy of ``model`` with ``config``; returns ``(pruned_model, report)``.
 
@@ -49,16 +59,22 @@ def prune(
     Unstructured and N:M methods leave masks attached (``torch.nn.utils.prune`` style), so
     fine-tuning keeps them; :func:`make_permanent` folds them in before saving.
 
+    :class:`GradualConfig` and :class:`IterativeConfig` prune while fine-tuning (``config.train``)
+    and need ``train_data`` and ``val_data`` (``teacher`` enables distillation if configured).
+
     >>> from torchslim.models import create_model
     >>> m, report = prune(create_model("lenet300"), MagnitudeConfig(amount=0.9, scope="global"))
     >>> round(report.summary["targeted_sparsity_after"], 3)
     0.9
     """
     if isinstance(config, GradualConfig | IterativeConfig):
-        raise ConfigError(
-            f"{type(config).__name__} prunes during training; use torchslim.pruning."
-            f"{'prune_gradual' if isinstance(config, GradualConfig) else 'prune_iterative'}(model, config, train_data, val_data)"
-        )
+        if train_data is None or val_data is None:
+            raise ConfigError(f"{type(config).__name__} prunes while fine-tuning: pass train_data= and val_data=")
+        if isinstance(config, GradualConfig):
+            new, report, _ = prune_gradual(model, config, train_data, val_data, targets=targets, teacher=teacher, quiet=quiet)
+        else:
+            new, report, _ = prune_iterative(model, config, train_data, val_data, targets=targets, teacher=teacher, quiet=quiet)
+        return new, report
     handler = _HANDLERS.get(type(config))
     if handler is None:
         raise ConfigError(

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from torchslim.errors import CompatibilityError, ConfigError, TargetError, require
 from torchslim.layer_report import Report
-from torchslim.pruning._common import example_input, layer_macs, to_batches, total_macs
+from torchslim.pruning._common import example_input, profile, to_batches
 from torchslim.pruning.config import StructuredConfig
 from torchslim.pruning.unstructured import normalize_targets
 from torchslim.targets import resolve_targets
@@ -60,30 +60,6 @@ def _shape(m: nn.Module) -> dict[str, int]:
 
 def _params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters(recurse=False))
-
-
-@torch.no_grad()
-def output_layers(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Names of the Conv/Linear layers whose output is (part of) the model's output.
-
-    Their output channels are the classes (or the embedding) and must never be pruned.
-    """
-    produced: list[tuple[Any, str]] = []  # keeps the tensors alive so identity checks are sound
-
-    def hook(name: str) -> Any:
-        def fn(_m: nn.Module, _i: Any, o: Any) -> None:
-            produced.append((o, name))
-
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, ROOT_TYPES)]
-    try:
-        out = model(example)
-    finally:
-        for h in handles:
-            h.remove()
-    outs = out if isinstance(out, tuple | list) else (out.values() if isinstance(out, dict) else [out])
-    return [name for o in outs for t, name in produced if t is o]
 
 
 def _round_keep(keep: int, channels: int, round_to: int | None) -> int:
@@ -135,7 +111,8 @@ def prune_structured(
     was = model.training
     model.eval()
     names = {m: n for n, m in model.named_modules()}
-    outputs = output_layers(model, example)
+    prof_before = profile(model, example)
+    outputs = prof_before.output_layers
     ignored = [m for n, m in model.named_modules() if isinstance(m, ROOT_TYPES) and (n not in ratios or n in outputs)]
     try:
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
@@ -199,8 +176,7 @@ def prune_structured(
             skipped[p.name] = f"{p.channels} channels, fewer than round_to={config.round_to}"
         p.n_prune = p.channels - keep
 
-    macs_before = total_macs(model, example)
-    layer_macs_before = layer_macs(model, example)
+    macs_before, layer_macs_before = prof_before.macs, prof_before.layer_macs
     shapes_before = {n: (_shape(m), _params(m)) for n, m in model.named_modules() if isinstance(m, _SHAPED)}
     for p in plans:
         if not p.n_prune:
@@ -212,13 +188,9 @@ def prune_structured(
         group.prune()
     model.train(was)
 
-    with torch.no_grad():
-        model.eval()
-        out = model(example)
-        model.train(was)
-    del out
     report = Report("prune", "structured")
-    layer_macs_after = layer_macs(model, example)
+    prof_after = profile(model, example)  # also proves the pruned model still runs
+    macs_after, layer_macs_after = prof_after.macs, prof_after.layer_macs
     for n, m in model.named_modules():
         if n not in shapes_before:
             continue
@@ -231,7 +203,6 @@ def prune_structured(
         report.add(n, type(m).__name__, "pruned", f"removed {dout} output / {din} input channels", before=before, after=after)
     for n, why in skipped.items():
         report.add(n, type(model.get_submodule(n)).__name__, "skipped", why)
-    macs_after = total_macs(model, example)
     report.summary = {
         "method": "structured", "importance": config.importance, "scope": config.scope, "round_to": config.round_to,
         "groups": len(plans), "groups_pruned": sum(1 for p in plans if p.n_prune),

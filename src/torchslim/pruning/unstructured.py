@@ -32,10 +32,9 @@ from torchslim.pruning._common import (
     effective,
     example_input,
     is_pruned,
-    layer_macs,
+    profile,
     tensor_sparsity,
     to_batches,
-    total_macs,
 )
 from torchslim.pruning.config import (
     MagnitudeConfig,
@@ -305,8 +304,8 @@ def prune_unstructured(
     if isinstance(config, WandaConfig | TaylorConfig):
         batches = to_batches(calib_data, config.calib_samples, config.batch_size, need_labels=isinstance(config, TaylorConfig))
     example = example_input(calib_data, config.input_shape)
-    macs_before_layers = layer_macs(model, example)
-    macs_before = total_macs(model, example)
+    prof = profile(model, example)
+    macs_before_layers, macs_before = prof.layer_macs, prof.macs
     sparsity_before = model_sparsity(model)
     before = {t.name: _layer_stats(t, param, macs_before_layers) for t in ts}
 
@@ -352,7 +351,7 @@ def prune_unstructured(
         apply_mask(t.module, param, mk)
 
     report = Report("prune", config.method)
-    macs_after_layers = layer_macs(model, example)
+    macs_after_layers = macs_before_layers  # masks do not change dense MACs
     for t in ts:
         after = _layer_stats(t, param, macs_after_layers)
         detail = f"{config.n}:{config.m}" if isinstance(config, NMConfig) else f"{scope} amount={t.amount}"
@@ -369,7 +368,7 @@ def prune_unstructured(
         "model_sparsity_before": sparsity_before,
         "model_sparsity_after": model_sparsity(model),
         "macs_before": macs_before,
-        "macs_after": total_macs(model, example),
+        "macs_after": macs_before,
         "nonzero_macs_after": sum(e.after.get("nonzero_macs", 0) for e in report.layers if e.action == "pruned")
         + (macs_before or 0) - sum(e.before.get("macs", 0) for e in report.layers if e.action == "pruned")
         if example is not None else None,

@@ -1,0 +1,107 @@
+"""``torchslim prune MODEL --method M --out PATH``: one-shot pruning, saved as a checkpoint.
+
+Masks are made permanent before saving, so the checkpoint holds plain (sparse or smaller)
+tensors: sparse ones are stored as bitmask + values, pruned architectures as module shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+METHODS = ["magnitude", "random", "wanda", "taylor", "nm", "structured"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune a model (unstructured, N:M or structured channels) and save it")
+    p.add_argument("model", help="a torchslim .safetensors checkpoint, or a registered model name (random init)")
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--out", required=True, help="output checkpoint (.safetensors; a .json sidecar is written)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--amount", type=_number, help="unstructured: fraction in [0, 1) or integer count of weights")
+    p.add_argument("--scope", choices=["layer", "global"])
+    p.add_argument("--n", type=int, help="N:M: weights kept per group")
+    p.add_argument("--m", type=int, help="N:M: group size")
+    p.add_argument("--ratio", type=float, help="structured: fraction of channels removed")
+    p.add_argument("--importance", choices=["l1", "l2", "taylor", "bn_scale", "random"])
+    p.add_argument("--round-to", type=int, help="structured: keep channel counts at a multiple of this")
+    p.add_argument("--targets", default=None, help='JSON: a list of layer names/patterns, or {"name": amount or null}')
+    p.add_argument("--calib-samples", type=int, default=256, help="samples of the data set's train split")
+    p.add_argument("--report-json", default=None, help="also write the per-layer report to this JSON file")
+    from torchslim.cli._common import add_data_args
+
+    add_data_args(p)
+    p.set_defaults(func=run)
+
+
+def _number(s: str) -> float | int:
+    try:
+        return int(s)
+    except ValueError:
+        try:
+            return float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+
+
+def build_config(args: argparse.Namespace, input_shape: list[int] | None) -> Any:
+    from torchslim.pruning.config import ONE_SHOT
+
+    fields = {
+        "amount": args.amount, "scope": args.scope, "n": args.n, "m": args.m, "ratio": args.ratio,
+        "importance": args.importance, "round_to": args.round_to,
+    }  # fmt: skip
+    given = {k: v for k, v in fields.items() if v is not None}
+    if args.method in ("wanda", "taylor"):
+        given["calib_samples"] = args.calib_samples
+    if input_shape is not None:
+        given["input_shape"] = input_shape
+    return ONE_SHOT[args.method](**given)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from torchslim.checkpoint import save_checkpoint
+    from torchslim.cli._common import load_model_arg, print_table
+    from torchslim.data import load_dataset
+    from torchslim.errors import ConfigError, OutputExistsError
+    from torchslim.io import write_json
+    from torchslim.models import get_entry
+    from torchslim.pruning import make_permanent, prune
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        out = out.with_suffix(".safetensors")
+    if out.exists() and not args.force:
+        raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+    targets = None
+    if args.targets:
+        try:
+            targets = json.loads(args.targets)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--targets is not valid JSON ({exc}); e.g. '[\"fc1\", \"fc2\"]' or '{{\"fc3\": null}}'") from exc
+    model, meta = load_model_arg(args.model)
+    arch = meta.get("architecture", {}).get("name")
+    shape = list(get_entry(arch).input_shape or []) if arch else None
+    calib = None
+    config = None
+    if shape == [1, 28, 28] or arch is None:
+        config = build_config(args, None)  # validate the options before loading data
+        calib = load_dataset(args.dataset, "train", data_dir=args.data_dir).subset(args.calib_samples)
+    else:
+        config = build_config(args, shape)
+    pruned, report = prune(model, config, targets=targets, calib_data=calib)
+    pruned = make_permanent(pruned, inplace=True)
+    save_checkpoint(
+        pruned, out, architecture=arch, architecture_config=meta.get("architecture", {}).get("config") or None,
+        meta={"kind": "pruned", "prune_config": {"type": config.method, **config.model_dump()}, "report": report.to_dict()},
+    )  # fmt: skip
+    if args.report_json:
+        write_json(args.report_json, report.to_dict())
+    report.print()
+    s = report.summary
+    rows = [[k, v] for k, v in s.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    print_table(f"prune {config.method}: {args.model} -> {out}", ["metric", "value"], rows)
+    return 0
