@@ -17,6 +17,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--max-steps", type=int)
     p.add_argument("--early-stopping-patience", type=int)
+    p.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=int, help="steps between resumable checkpoints")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--run-dir", default=None, help="folder for resumable checkpoints (last/best.safetensors)")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.safetensors")
@@ -25,7 +26,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 def overrides(args: argparse.Namespace) -> dict:
     keys = ["epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "seed", "max_steps",
-            "early_stopping_patience"]  # fmt: skip
+            "early_stopping_patience", "checkpoint_every_steps"]  # fmt: skip
     out = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if args.no_augment:
         out["augment"] = False
@@ -59,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
         resume=args.resume, quiet=args.quiet,
     )  # fmt: skip
     m = meta["metrics"]
-    if not args.quiet:
+    from torchslim.training.loop import _dist_env
+
+    if not args.quiet and _dist_env()[0] == 0:
         print_table(f"{args.model} on {args.dataset}", ["metric", "value"],
                     [["test accuracy (%)", m["test_accuracy"]], ["best val accuracy (%)", m["val_accuracy"]],
                      ["best epoch", m["best_epoch"] + 1], ["train wall (s)", m["train_wall_s"]]])  # fmt: skip

@@ -22,9 +22,11 @@ from torchslim.training.loop import fit
 
 # Hyper-parameters that reach the bars on Fashion-MNIST within a CPU budget.
 RECOMMENDED: dict[str, dict[str, Any]] = {
-    "lenet300": dict(epochs=40, lr=0.1, weight_decay=1e-4, batch_size=128),
+    # Random shifts make the MLP underfit (89.6% train accuracy after 40 epochs); it needs none.
+    "lenet300": dict(epochs=30, lr=0.1, weight_decay=5e-4, batch_size=128, augment=False),
     "lenet5": dict(epochs=30, lr=0.05, weight_decay=5e-4, batch_size=128),
-    "resnet20": dict(epochs=15, lr=0.1, weight_decay=5e-4, batch_size=128, warmup_epochs=0.5),
+    # 8 epochs: what a 2-core CPU trains in ~40 minutes (about 0.6 s per step of 128).
+    "resnet20": dict(epochs=8, lr=0.1, weight_decay=5e-4, batch_size=128, warmup_epochs=0.5),
     "resnet8": dict(epochs=10, lr=0.1, weight_decay=5e-4, batch_size=128),
 }
 
@@ -53,6 +55,9 @@ def train_baseline(
     train = load_dataset(dataset, "train", data_dir=data_dir)
     val = load_dataset(dataset, "val", data_dir=data_dir)
     test = load_dataset(dataset, "test", data_dir=data_dir)
+    import torch
+
+    torch.manual_seed(config.seed)  # the initial weights are part of what the seed fixes
     model = create_model(model_name, num_classes=train.num_classes)
     result = fit(model, config, train, val, run_dir=run_dir, resume=resume, quiet=quiet)
     metrics = {

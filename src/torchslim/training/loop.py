@@ -353,7 +353,7 @@ def fit(
                 if not torch.isfinite(loss):
                     where = f"; the last good checkpoint is {last_path}" if last_path and last_path.exists() else ""
                     raise TrainingError(
-                        f"non-finite loss ({float(loss)}) at step {step} (epoch {epoch}){where}; "
+                        f"non-finite loss ({float(loss.detach())}) at step {step} (epoch {epoch}){where}; "
                         f"lower the learning rate (now {opt.param_groups[0]['lr']:.3g}) or check the data for NaN"
                     )
                 opt.zero_grad(set_to_none=True)

@@ -1,0 +1,62 @@
+import copy
+
+import pytest
+import torch
+
+from torchslim.data import load_dataset
+from torchslim.errors import ConfigError
+from torchslim.measure import accuracy, sparsity
+from torchslim.models import create_model
+from torchslim.recovery import FinetuneConfig, finetune
+from torchslim.training import DistillConfig, TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def trained():
+    torch.manual_seed(0)
+    m = create_model("lenet300")
+    fit(m, TrainConfig(epochs=4, batch_size=64, lr=0.05, augment=False), load_dataset("digits", "train"), load_dataset("digits", "val"), quiet=True)
+    return m
+
+
+def _prune(model, amount):
+    m = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.dim() > 1:
+                thr = p.abs().flatten().kthvalue(int(amount * p.numel())).values
+                p[p.abs() <= thr] = 0
+    return m
+
+
+def test_finetune_keeps_zeros_and_recovers(trained):
+    test = load_dataset("digits", "test")
+    pruned = _prune(trained, 0.95)
+    before = accuracy(pruned, test)
+    s0 = sparsity(pruned)
+    new, res = finetune(pruned, FinetuneConfig(dataset="digits", epochs=3, batch_size=64, lr=0.02, augment=False), quiet=True)
+    assert sparsity(new) == pytest.approx(s0, abs=1e-9)  # every pruned weight is still exactly zero
+    assert sparsity(pruned) == pytest.approx(s0)  # the input model is untouched
+    after = accuracy(new, test)
+    assert after > before and after > 85.0
+    assert res.report.summary["sparsity_after"] == pytest.approx(s0)
+
+
+def test_distillation_runs_and_matches_features(trained):
+    pruned = _prune(trained, 0.9)
+    cfg = FinetuneConfig(dataset="digits", epochs=2, batch_size=64, lr=0.02, augment=False,
+                         distill=DistillConfig(temperature=4, alpha=0.9, features=["fc2"], feature_weight=0.5))
+    new, res = finetune(pruned, cfg, teacher=trained, quiet=True)
+    assert res.report.method == "distill"
+    assert accuracy(new, load_dataset("digits", "test")) > 85.0
+
+
+def test_distill_without_teacher_is_refused(trained):
+    with pytest.raises(ConfigError, match="no teacher"):
+        finetune(trained, FinetuneConfig(dataset="digits", epochs=1, distill=DistillConfig()), quiet=True)
+
+
+def test_unknown_feature_layer_suggests(trained):
+    cfg = FinetuneConfig(dataset="digits", epochs=1, distill=DistillConfig(features=["fc9"]))
+    with pytest.raises(Exception, match="fc9.*not found.*Did you mean"):
+        finetune(trained, cfg, teacher=trained, quiet=True)
