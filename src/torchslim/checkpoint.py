@@ -205,11 +205,14 @@ def save_checkpoint(
     architecture: str | None = None,
     architecture_config: dict[str, Any] | None = None,
     meta: dict[str, Any] | None = None,
+    sidecar_meta: dict[str, Any] | None = None,
     sparse: bool = True,
 ) -> Path:
     """Write ``model`` to ``path`` (``.safetensors``) and its ``.json`` sidecar, atomically.
 
     ``architecture`` names a registered model so :func:`load_checkpoint` can rebuild it alone.
+    ``sidecar_meta`` (e.g. a training history) goes to the ``.json`` only, so it does not
+    inflate the file whose size torchslim reports.
 
     >>> import tempfile, torch
     >>> from torchslim.models import create_model
@@ -249,7 +252,7 @@ def save_checkpoint(
     }
     with atomic_path(path) as tmp:
         tmp.write_bytes(st_save(tensors, metadata={"torchslim": json.dumps(full_meta, default=str)}))
-    write_json(path.with_suffix(".json"), full_meta)
+    write_json(path.with_suffix(".json"), {**full_meta, **(sidecar_meta or {})})
     return path
 
 

@@ -1,0 +1,57 @@
+"""``torchslim bench MODEL [--compare OTHER]``: latency and throughput at fixed threads.
+
+With ``--compare`` the two models run interleaved (a, b, a, b...) in one process and the table
+shows the speed ratio, the only speed comparison that survives a noisy shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency/throughput at batch sizes; --compare for a side-by-side ratio")
+    p.add_argument("model", help="checkpoint (.safetensors) or registered model name")
+    p.add_argument("--compare", default=None, help="a second checkpoint or model, timed interleaved with the first")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="batch sizes (default 1 64)")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--json", dest="json_out", default=None)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from torchslim.cli._common import load_model_arg, print_table
+    from torchslim.errors import ConfigError
+    from torchslim.io import write_json
+    from torchslim.measure.latency import compare_latency, measure_latency, peak_rss_mb
+    from torchslim.models import get_entry
+
+    model, meta = load_model_arg(args.model)
+    name = meta.get("architecture", {}).get("name")
+    shape = get_entry(name).input_shape if name else (1, 28, 28)
+    if shape is None:
+        raise ConfigError(f"{args.model} takes text; benchmark transformers with `make bench-transformers`")
+    other = load_model_arg(args.compare)[0] if args.compare else None
+    rows, out = [], []
+    for b in args.batch:
+        x = torch.randn(b, *shape)
+        if other is None:
+            s = measure_latency(model, x, runs=args.runs, warmup=args.warmup, threads=args.threads)
+            rows.append([b, s.median_ms, s.p10_ms, s.p90_ms, s.throughput])
+            out.append({"batch": b, **s.as_dict()})
+        else:
+            sa, sb, ratio = compare_latency(model, other, x, runs=args.runs, warmup=args.warmup, threads=args.threads)
+            rows.append([b, sa.median_ms, sb.median_ms, ratio])
+            out.append({"batch": b, "a": sa.as_dict(), "b": sb.as_dict(), "speedup_b_over_a": ratio})
+    if other is None:
+        print_table(f"{args.model} ({args.threads} threads)", ["batch", "median ms", "p10 ms", "p90 ms", "samples/s"], rows)
+    else:
+        print_table(f"{args.model} vs {args.compare} ({args.threads} threads, interleaved)",
+                    ["batch", "A median ms", "B median ms", "speed-up B/A"], rows)  # fmt: skip
+    if args.json_out:
+        write_json(args.json_out, {"model": args.model, "compare": args.compare, "threads": args.threads,
+                                   "rows": out, "peak_rss_mb": peak_rss_mb()})  # fmt: skip
+    return 0
