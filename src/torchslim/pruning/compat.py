@@ -45,12 +45,12 @@ def global_unstructured(
         if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], nn.Module) and isinstance(item[1], str)):
             raise ConfigError(f"global_unstructured: parameters[{i}] must be a (module, parameter name) tuple, got {item!r}")
         module, name = item
+        check_not_quantized(module)
         own = [n.removesuffix("_orig") for n, _ in module.named_parameters(recurse=False)]
         if name not in own:
             raise UnknownNameError(
                 f"parameters[{i}]: {type(module).__name__} has no parameter {name!r}; it has {own}.{suggest(name, own)}"
             )
-        check_not_quantized(module)
     if not (isinstance(pruning_method, type) and issubclass(pruning_method, torch_prune.BasePruningMethod)):
         raise ConfigError(f"pruning_method must be a torch.nn.utils.prune method class such as prune.L1Unstructured, got {pruning_method!r}")
     amount = kwargs.get("amount")

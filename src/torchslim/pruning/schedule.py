@@ -139,11 +139,6 @@ class GradualPruning(Callback):
         return c.begin_step <= step <= c.end_step and (step - c.begin_step) % c.frequency == 0 and step > self.last_step
 
     def on_train_start(self, model: nn.Module, total_steps: int, steps_per_epoch: int) -> None:
-        if self.config.end_step > total_steps:
-            raise ConfigError(
-                f"the gradual schedule ends at step {self.config.end_step} (begin_step + n_prunes * frequency) but "
-                f"training runs {total_steps} steps; lower n_prunes/frequency or train longer"
-            )
         if self._layers is None:
             self.attach(model)
         if self.due(0):
@@ -229,6 +224,12 @@ def prune_gradual(
     reached its final sparsity, the final masks are applied to those weights (and reported).
     """
     check_not_quantized(model)
+    planned = config.train.epochs * (len(train_data) // config.train.batch_size)
+    if config.end_step > planned:
+        raise ConfigError(
+            f"the gradual schedule ends at step {config.end_step} (begin_step + n_prunes * frequency) but "
+            f"training runs {planned} steps; lower n_prunes/frequency or train longer"
+        )
     model = copy_model(model)
     cb = GradualPruning(config, targets)
     cb.attach(model)

@@ -165,16 +165,20 @@ def prune_structured(
     else:
         for p in plans:
             p.n_prune = int(p.ratio * p.channels)
+    emptied = []
     for p in plans:
         keep = _round_keep(p.channels - p.n_prune, p.channels, config.round_to)
         if keep <= 0:
-            raise ConfigError(
-                f"ratio {p.ratio} with round_to={config.round_to} would remove all {p.channels} channels of layer "
-                f"{p.name}; lower the ratio or round_to, or exclude the layer (targets={{'{p.name}': None}})"
-            )
-        if keep == p.channels and p.n_prune and config.round_to and p.channels < config.round_to:
+            emptied.append(f"{p.name} ({p.channels})")
+        elif keep == p.channels and p.n_prune and config.round_to and p.channels < config.round_to:
             skipped[p.name] = f"{p.channels} channels, fewer than round_to={config.round_to}"
         p.n_prune = p.channels - keep
+    if emptied:
+        raise ConfigError(
+            f"ratio {config.ratio} with round_to={config.round_to} would remove all channels of "
+            f"{len(emptied)} layer(s): {', '.join(emptied)}; lower the ratio or round_to, or exclude those layers "
+            "with targets={name: None}"
+        )
 
     macs_before, layer_macs_before = prof_before.macs, prof_before.layer_macs
     shapes_before = {n: (_shape(m), _params(m)) for n, m in model.named_modules() if isinstance(m, _SHAPED)}
