@@ -1,0 +1,80 @@
+"""The CLI: figures in --json, and every user mistake as one line on stderr with exit code 2."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from torchslim.checkpoint import save_checkpoint
+from torchslim.cli import main
+from torchslim.models import create_model
+
+
+def run(capsys, *argv):
+    rc = main(["--threads", "1", *argv])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_eval_json_has_the_figures(tmp_path: Path, capsys):
+    ck = save_checkpoint(create_model("lenet5"), tmp_path / "m.safetensors", architecture="lenet5")
+    rc, out, _ = run(capsys, "eval", str(ck), "--dataset", "digits", "--runs", "3", "--json", str(tmp_path / "e.json"))
+    assert rc == 0 and "file size (bytes)" in out
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert res["size_bytes"] == ck.stat().st_size
+    assert res["params"] == 431_080 and res["macs"] == 2_293_000
+    assert res["latency_ms_b1"] > 0 and res["latency_ms_b64"] > res["latency_ms_b1"]
+
+
+def test_models_lists_counts(capsys):
+    rc, out, _ = run(capsys, "models", "--family", "lenet")
+    assert rc == 0 and "266,610" in out and "431,080" in out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["eval", "lenet-5"], "unknown model 'lenet-5'"),
+        (["train", "--model", "resnet21", "--out", "x.safetensors"], "Did you mean: resnet20"),
+        (["eval", "lenet5", "--data-dir", "/nonexistent"], "apt-get install dataset-fashion-mnist"),
+        (["eval", "missing.safetensors"], "does not exist"),
+        (["train", "--model", "lenet300", "--out", "x.safetensors", "--lr", "-1"], "bad training option: lr: Input should be greater than 0"),
+    ],
+)
+def test_mistakes_exit_2_with_one_line(capsys, argv, message):
+    rc, _, err = run(capsys, *argv)
+    assert rc == 2
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_truncated_and_foreign_checkpoints(tmp_path: Path, capsys):
+    ck = save_checkpoint(create_model("lenet300"), tmp_path / "m.safetensors", architecture="lenet300")
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(ck.read_bytes()[:3000])
+    rc, _, err = run(capsys, "eval", str(bad))
+    assert rc == 2 and "truncated or corrupt" in err
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "f.safetensors"
+    save_file({"w": torch.zeros(3)}, foreign)
+    rc, _, err = run(capsys, "eval", str(foreign))
+    assert rc == 2 and "not a torchslim checkpoint" in err
+
+
+def test_train_writes_checkpoint_and_sidecar(tmp_path: Path, capsys):
+    out = tmp_path / "b.safetensors"
+    rc, _, _ = run(capsys, "train", "--model", "lenet300", "--dataset", "digits", "--out", str(out), "--epochs", "2",
+                   "--batch-size", "64", "--no-augment", "--quiet")
+    assert rc == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["architecture"]["name"] == "lenet300" and meta["dataset"] == "digits"
+    assert meta["metrics"]["test_accuracy"] > 85.0 and len(meta["history"]) == 2
+    assert meta["train_config"]["epochs"] == 2 and "torch" in meta["versions"]
+
+
+def test_finetune_cli_refuses_distill_flags_without_teacher(tmp_path: Path, capsys):
+    ck = save_checkpoint(create_model("lenet300"), tmp_path / "m.safetensors", architecture="lenet300")
+    rc, _, err = run(capsys, "finetune", str(ck), "--out", str(tmp_path / "o.safetensors"), "--alpha", "0.5")
+    assert rc == 2 and "need --teacher" in err
+    assert not (tmp_path / "o.safetensors").exists()
