@@ -27,3 +27,15 @@ def _weight_only_cfg(m: WeightOnlyLinear) -> dict[str, Any]:
 def register_all() -> None:
     register_codec("int8_dynamic_linear", Int8DynamicLinear, _int8_dynamic_cfg, lambda c: Int8DynamicLinear(**c))
     register_codec("weight_only_linear", WeightOnlyLinear, _weight_only_cfg, lambda c: WeightOnlyLinear(**c))
+    register_static()
+
+
+def register_static() -> None:
+    from torch import nn
+
+    from torchslim.quantization.static_modules import QConv2d, QLinear
+
+    register_codec("qconv2d", QConv2d, lambda m: m.config(), lambda c: QConv2d(**c))
+    register_codec("qlinear", QLinear, lambda m: m.config(), lambda c: QLinear(**c))
+    # A folded BatchNorm becomes an Identity where the architecture has a BatchNorm.
+    register_codec("identity", nn.Identity, lambda m: {}, lambda c: nn.Identity())

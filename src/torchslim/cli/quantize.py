@@ -1,0 +1,120 @@
+"""``torchslim quantize MODEL --method M --out PATH``: quantize a checkpoint and save the integer model.
+
+Static INT8 and QAT calibrate on ``--calib-samples`` images of the data set's train split; QAT
+also trains (``--epochs``) on it. The saved checkpoint holds the INT8/INT4 tensors themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+METHODS = {
+    "fp16": "FP16Config", "bf16": "BF16Config", "int8-dynamic": "DynamicInt8Config",
+    "int8-static": "StaticInt8Config", "weight-only": "WeightOnlyConfig", "qat": "QATConfig",
+}  # fmt: skip
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from torchslim.cli._common import add_data_args
+
+    p = sub.add_parser("quantize", help="quantize a model (fp16/bf16, int8 dynamic/static, int4/int8 weight-only, QAT)")
+    p.add_argument("model", help="a torchslim .safetensors checkpoint, or a registered model name (random init)")
+    p.add_argument("--method", required=True, choices=list(METHODS))
+    p.add_argument("--out", required=True, help="output checkpoint (.safetensors; a .json sidecar is written)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    p.add_argument("--observer", help="int8-static: minmax, moving_average, percentile, mse, kl or auto")
+    p.add_argument("--per-tensor", action="store_true", help="int8-static/qat: one weight scale per layer")
+    p.add_argument("--symmetric", action="store_true", help="int8-static/qat: symmetric activation ranges")
+    p.add_argument("--bits", type=int, help="weight-only: 4 or 8; qat: weight bits")
+    p.add_argument("--activation-bits", type=int, help="int8-static/qat: activation bits")
+    p.add_argument("--group-size", type=int, help="weight-only: 32, 64 or 128")
+    p.add_argument("--activation", help="int8-dynamic: per_token or per_tensor")
+    p.add_argument("--epochs", type=int, help="qat: training epochs")
+    p.add_argument("--learn-scales", action="store_true", help="qat: train the activation scales (LSQ)")
+    p.add_argument("--targets", default=None, help='JSON {"layer or re:pattern or Type": null to keep in float}')
+    p.add_argument("--calib-samples", type=int, default=512, help="calibration images from the train split")
+    p.add_argument("--report-json", default=None, help="also write the per-layer report to this JSON file")
+    add_data_args(p)
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace) -> Any:
+    import torchslim.quantization as q
+    from torchslim.training.config import TrainConfig
+
+    cls = getattr(q, METHODS[args.method])
+    fields: dict[str, Any] = {}
+    if args.method in ("int8-static", "qat"):
+        if args.observer is not None:
+            fields["observer"] = args.observer
+        if args.per_tensor:
+            fields["per_channel"] = False
+        if args.symmetric:
+            fields["symmetric"] = True
+        if args.activation_bits is not None:
+            fields["activation_bits"] = args.activation_bits
+        fields["max_calib_samples"] = args.calib_samples
+    if args.method == "weight-only":
+        if args.bits is not None:
+            fields["bits"] = args.bits
+        if args.group_size is not None:
+            fields["group_size"] = args.group_size
+    if args.method == "qat":
+        if args.bits is not None:
+            fields["weight_bits"] = args.bits
+        if args.learn_scales:
+            fields["learn_scales"] = True
+        if args.epochs is not None:
+            fields["train"] = TrainConfig(epochs=args.epochs, lr=0.005, augment=False)
+    if args.method == "int8-dynamic" and args.activation is not None:
+        fields["activation"] = args.activation
+    return cls(**fields)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from torchslim.checkpoint import save_checkpoint
+    from torchslim.cli._common import load_model_arg, print_table
+    from torchslim.errors import ConfigError, OutputExistsError
+    from torchslim.io import write_json
+    from torchslim.quantization import quantize
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        out = out.with_suffix(".safetensors")
+    if out.exists() and not args.force:
+        raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+    config = build_config(args)  # options are checked before any data or model is loaded
+    targets = None
+    if args.targets:
+        try:
+            targets = json.loads(args.targets)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--targets is not valid JSON ({exc}); e.g. '{{\"fc3\": null}}'") from exc
+        if not isinstance(targets, dict):
+            raise ConfigError('--targets must be a JSON object, e.g. \'{"fc3": null}\'')
+    model, meta = load_model_arg(args.model)
+    arch = meta.get("architecture", {}).get("name")
+    calib = train = val = None
+    if args.method in ("int8-static", "qat", "int8-dynamic", "weight-only"):
+        from torchslim.data import load_dataset
+
+        train_full = load_dataset(args.dataset, "train", data_dir=args.data_dir)
+        calib = train_full.subset(args.calib_samples)
+        if args.method == "qat":
+            train, val = train_full, load_dataset(args.dataset, "val", data_dir=args.data_dir)
+    qmodel, report = quantize(model, config, calib_data=calib, targets=targets, train_data=train, val_data=val, quiet=False)
+    save_checkpoint(
+        qmodel, out, architecture=arch, architecture_config=meta.get("architecture", {}).get("config") or None,
+        meta={"kind": "quantized", "quantize_config": {"type": config.method, **config.model_dump()}, "report": report.to_dict()},
+    )  # fmt: skip
+    if args.report_json:
+        write_json(args.report_json, report.to_dict())
+    report.print()
+    rows = [[k, v] for k, v in report.summary.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    rows.append(["file size (bytes)", out.stat().st_size])
+    print_table(f"quantize {config.method}: {args.model} -> {out}", ["metric", "value"], rows)
+    return 0

@@ -1,0 +1,412 @@
+"""Static INT8 layers and the quantized activation that flows between them.
+
+A statically quantized model keeps its own class and ``forward``; only its layers are swapped.
+Between swapped layers activations travel as :class:`QTensor` (``uint8`` data plus scale and zero
+point), so consecutive integer layers never go back to float: ``ReLU``, max/average pooling,
+flatten/reshape and dropout work on the integers directly (``__torch_function__``), and any other
+operation dequantizes its inputs and runs in float (correct, only slower).
+
+Residual blocks: a :class:`QConv2d` planned to absorb the ``+`` after it returns a
+:class:`PendingConv`; the ``+`` then runs one oneDNN convolution that adds the shortcut into its
+accumulator and applies the ReLU (``qconv2d_pointwise.binary``, "sum" post-op), so the sum is
+never dequantized. This is what makes INT8 ResNets faster than FP32 on the CPU, where peers that
+quantize/dequantize around every add are slower than float.
+
+Kernels: ``torch.ops.onednn.qconv_pointwise`` / ``qconv2d_pointwise.binary`` /
+``qlinear_pointwise`` (what PT2E + Inductor lowers to), called eagerly on plain integer tensors.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_ZERO = torch.zeros(1, dtype=torch.int64)
+
+
+def quantize_tensor(x: torch.Tensor, scale: float, zp: int, levels: int) -> torch.Tensor:
+    """Float -> uint8 with ``q = clamp(round(x / scale) + zp, 0, levels)``."""
+    return torch.round(x * (1.0 / scale)).add_(zp).clamp_(0, levels).to(torch.uint8)
+
+
+class QTensor:
+    """A quantized activation: ``uint8`` ``data`` standing for ``(data - zp) * scale``.
+
+    Not a ``torch.Tensor``: functions it does not know dequantize it first, so it is always
+    safe, and the fast paths are explicit.
+    """
+
+    __slots__ = ("data", "scale", "zp")
+
+    def __init__(self, data: torch.Tensor, scale: float, zp: int) -> None:
+        self.data, self.scale, self.zp = data, scale, zp
+
+    def dequantize(self) -> torch.Tensor:
+        return self.data.to(torch.float32).sub_(self.zp).mul_(self.scale)
+
+    # Tensor-like metadata the models' forwards use.
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.dim()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return self.data.device
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.data.size() if dim is None else self.data.size(dim)
+
+    def dim(self) -> int:
+        return self.data.dim()
+
+    def numel(self) -> int:
+        return self.data.numel()
+
+    def _same(self, data: torch.Tensor) -> QTensor:
+        return QTensor(data, self.scale, self.zp)
+
+    def view(self, *shape: Any) -> QTensor:
+        return self._same(self.data.reshape(*shape))
+
+    reshape = view
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> QTensor:
+        return self._same(torch.flatten(self.data, start_dim, end_dim))
+
+    def contiguous(self, *a: Any, **k: Any) -> QTensor:
+        return self._same(self.data.contiguous(*a, **k))
+
+    def __add__(self, other: Any) -> Any:
+        return _add(self, other)
+
+    __radd__ = __add__
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.dequantize(), name)
+
+    def __repr__(self) -> str:
+        return f"QTensor(shape={tuple(self.data.shape)}, scale={self.scale:.4g}, zero_point={self.zp})"
+
+    @classmethod
+    def __torch_function__(cls, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        handler = _HANDLERS.get(func)
+        if handler is not None:
+            out = handler(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        return func(*_to_float(args), **_to_float(kwargs))
+
+
+class PendingConv:
+    """A convolution whose result waits for the ``+`` it will absorb (see module docstring)."""
+
+    __slots__ = ("conv", "qx", "x_scale", "x_zp")
+
+    def __init__(self, conv: QConv2d, qx: torch.Tensor, x_scale: float, x_zp: int) -> None:
+        self.conv, self.qx, self.x_scale, self.x_zp = conv, qx, x_scale, x_zp
+
+    def materialize(self) -> torch.Tensor:
+        return self.conv._run(self.qx, self.x_scale, self.x_zp, out_float=True)
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.materialize().shape
+
+    def size(self, dim: int | None = None) -> Any:
+        return self.shape if dim is None else self.shape[dim]
+
+    def __add__(self, other: Any) -> Any:
+        return _add(self, other)
+
+    __radd__ = __add__
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.materialize(), name)
+
+    @classmethod
+    def __torch_function__(cls, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if func in (torch.add, torch.Tensor.add, torch.Tensor.__add__, operator.add):
+            out = _add(*args, **kwargs)
+            if out is not NotImplemented:
+                return out
+        return func(*_to_float(args), **_to_float(kwargs))
+
+
+def _to_float(x: Any) -> Any:
+    if isinstance(x, QTensor):
+        return x.dequantize()
+    if isinstance(x, PendingConv):
+        return x.materialize()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_float(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _to_float(v) for k, v in x.items()}
+    return x
+
+
+def _add(a: Any, b: Any, *, alpha: Any = 1, out: Any = None) -> Any:
+    if out is None and alpha == 1:
+        if isinstance(a, PendingConv) and not isinstance(b, PendingConv):
+            return a.conv._run_add(a, b)
+        if isinstance(b, PendingConv) and not isinstance(a, PendingConv):
+            return b.conv._run_add(b, a)
+    a, b = _to_float(a), _to_float(b)
+    return torch.add(a, b, alpha=alpha, out=out)
+
+
+def _relu(x: Any, inplace: bool = False) -> Any:
+    if not isinstance(x, QTensor):
+        return NotImplemented
+    return x if x.zp == 0 else x._same(torch.clamp_min(x.data, x.zp))
+
+
+def _max_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                ceil_mode: bool = False, return_indices: bool = False) -> Any:  # fmt: skip
+    if not isinstance(x, QTensor) or return_indices:
+        return NotImplemented
+    k = _pair(kernel_size)
+    s = _pair(stride if stride not in (None, []) else kernel_size)
+    n, c, h, w = x.data.shape
+    if _pair(padding) == (0, 0) and _pair(dilation) == (1, 1) and k == s and h % k[0] == 0 and w % k[1] == 0:
+        # Non-overlapping windows: a max over reshaped NHWC memory, no copy of the input.
+        nhwc = x.data.permute(0, 2, 3, 1)
+        out = nhwc.reshape(n, h // k[0], k[0], w // k[1], k[1], c).amax(dim=(2, 4))
+        return x._same(out.permute(0, 3, 1, 2))
+    # Max commutes with the monotonic dequantization, so pooling the integers is exact.
+    out = F.max_pool2d(x.data.float(), k, s, padding, dilation, ceil_mode)
+    return x._same(out.to(torch.uint8))
+
+
+def _adaptive_avg_pool2d(x: Any, output_size: Any) -> Any:
+    if not isinstance(x, QTensor):
+        return NotImplemented
+    if _pair(output_size) == (1, 1):
+        out = x.data.float().mean((2, 3), keepdim=True)
+    else:
+        out = F.adaptive_avg_pool2d(x.data.float(), output_size)
+    return x._same(torch.round(out).to(torch.uint8))
+
+
+def _avg_pool2d(x: Any, *args: Any, **kwargs: Any) -> Any:
+    if not isinstance(x, QTensor):
+        return NotImplemented
+    return x._same(torch.round(F.avg_pool2d(x.data.float(), *args, **kwargs)).to(torch.uint8))
+
+
+def _flatten(x: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
+    return x.flatten(start_dim, end_dim) if isinstance(x, QTensor) else NotImplemented
+
+
+def _dropout(x: Any, p: float = 0.5, training: bool = False, inplace: bool = False) -> Any:
+    return x if isinstance(x, QTensor) and not training else NotImplemented
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    t = tuple(v)
+    return (t[0], t[0]) if len(t) == 1 else (t[0], t[1])
+
+
+_HANDLERS: dict[Any, Callable[..., Any]] = {
+    F.relu: _relu, torch.relu: _relu, torch.relu_: _relu, F.relu_: _relu, torch.Tensor.relu: _relu,
+    torch.Tensor.relu_: _relu,
+    F.max_pool2d: _max_pool2d, torch.max_pool2d: _max_pool2d,
+    F.adaptive_avg_pool2d: _adaptive_avg_pool2d, F.avg_pool2d: _avg_pool2d,
+    torch.flatten: _flatten, torch.Tensor.flatten: _flatten,
+    F.dropout: _dropout,
+    torch.add: _add, torch.Tensor.add: _add, torch.Tensor.__add__: _add,
+}  # fmt: skip
+
+
+class _Prepacked:
+    """oneDNN's blocked weight for one input quantization; rebuilt when inputs or weights change."""
+
+    def __init__(self) -> None:
+        self.key: tuple[Any, ...] | None = None
+        self.packed: torch.Tensor | None = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Prepacked:
+        return _Prepacked()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"key": None, "packed": None}
+
+
+class _StaticBase(nn.Module):
+    """Shared buffers: int8 weight, per-channel (or one repeated) scale, float bias, qparams."""
+
+    def _init_common(self, out_channels: int, weight_shape: tuple[int, ...], bias: bool, act_levels: int,
+                     out_float: bool) -> None:  # fmt: skip
+        self.act_levels, self.out_float = act_levels, out_float
+        self.register_buffer("weight_int8", torch.zeros(weight_shape, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones(out_channels))
+        self.register_buffer("bias", torch.zeros(out_channels) if bias else None)
+        # Activation parameters are buffers so the checkpoint stores them beside the weights.
+        self.register_buffer("input_qparams", torch.tensor([1.0, 0.0], dtype=torch.float64))
+        self.register_buffer("output_qparams", torch.tensor([1.0, 0.0], dtype=torch.float64))
+        self.register_buffer("_w_zp", torch.zeros(out_channels, dtype=torch.int64), persistent=False)
+        self._pack = _Prepacked()
+
+    @staticmethod
+    def _qp(buf: torch.Tensor) -> tuple[float, int]:
+        return float(buf[0]), int(buf[1])
+
+    def set_qparams(self, *, input: tuple[float, int], output: tuple[float, int] | None) -> None:
+        self.input_qparams.copy_(torch.tensor([input[0], input[1]], dtype=torch.float64))
+        if output is not None:
+            self.output_qparams.copy_(torch.tensor([output[0], output[1]], dtype=torch.float64))
+
+    def dequantized_weight(self) -> torch.Tensor:
+        shape = (-1,) + (1,) * (self.weight_int8.dim() - 1)
+        return self.weight_int8.float() * self.weight_scale.view(shape)
+
+    def _input(self, x: Any) -> tuple[torch.Tensor, float, int]:
+        if isinstance(x, QTensor):
+            return x.data, x.scale, x.zp
+        if isinstance(x, PendingConv):
+            x = x.materialize()
+        s, zp = self._qp(self.input_qparams)
+        return quantize_tensor(x.float(), s, zp, self.act_levels), s, zp
+
+
+class QConv2d(_StaticBase):
+    """INT8 ``nn.Conv2d`` (BatchNorm folded in) with static input/output quantization.
+
+    ``fuse``: ``"none"``, ``"relu"`` (the ReLU after it runs inside the kernel), ``"add"`` or
+    ``"add_relu"`` (returns a :class:`PendingConv`; the following ``+ shortcut`` and ReLU run in
+    the same kernel). ``out_float``: emit float32 instead of a :class:`QTensor` (for layers
+    whose consumers need float).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: list[int], stride: list[int],
+                 padding: list[int], dilation: list[int], groups: int = 1, bias: bool = True, *, fuse: str = "none",
+                 out_float: bool = False, act_levels: int = 255, accum_inplace: bool = False) -> None:  # fmt: skip
+        super().__init__()
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride = list(kernel_size), list(stride)
+        self.padding, self.dilation = list(padding), list(dilation)
+        self.fuse, self.accum_inplace = fuse, accum_inplace
+        self._init_common(out_channels, (out_channels, in_channels // groups, *kernel_size), bias, act_levels, out_float)
+        self.register_buffer("accum_qparams", torch.tensor([1.0, 0.0], dtype=torch.float64))
+
+    def config(self) -> dict[str, Any]:
+        return dict(
+            in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=self.kernel_size,
+            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+            bias=self.bias is not None, fuse=self.fuse, out_float=self.out_float, act_levels=self.act_levels,
+            accum_inplace=self.accum_inplace,
+        )  # fmt: skip
+
+    def _packed(self, x_scale: float, x_zp: int, x_shape: list[int]) -> torch.Tensor:
+        key = (self.weight_int8.data_ptr(), self.weight_int8._version, self.weight_scale._version, x_scale, x_zp)
+        if self._pack.key != key:
+            self._pack.packed = torch.ops.onednn.qconv_prepack(
+                self.weight_int8, self.weight_scale, x_scale, x_zp, self.stride, self.padding, self.dilation,
+                self.groups, x_shape,
+            )  # fmt: skip
+            self._pack.key = key
+        assert self._pack.packed is not None
+        return self._pack.packed
+
+    def forward(self, x: Any) -> Any:
+        qx, xs, xz = self._input(x)
+        if qx.dim() == 4 and not qx.is_contiguous(memory_format=torch.channels_last):
+            qx = qx.contiguous(memory_format=torch.channels_last)
+        if self.fuse in ("add", "add_relu"):
+            return PendingConv(self, qx, xs, xz)
+        return self._run(qx, xs, xz, out_float=self.out_float)
+
+    def _run(self, qx: torch.Tensor, xs: float, xz: int, *, out_float: bool) -> Any:
+        packed = self._packed(xs, xz, list(qx.shape))
+        attr = "relu" if self.fuse in ("relu", "add_relu") and not out_float else "none"
+        if out_float:
+            y = torch.ops.onednn.qconv_pointwise(
+                qx, xs, xz, packed, self.weight_scale, self._w_zp, self.bias, self.stride, self.padding,
+                self.dilation, self.groups, 1.0, 0, torch.float32, "none", [], "",
+            )  # fmt: skip
+            return F.relu(y) if self.fuse == "relu" else y
+        os_, oz = self._qp(self.output_qparams)
+        y = torch.ops.onednn.qconv_pointwise(
+            qx, xs, xz, packed, self.weight_scale, self._w_zp, self.bias, self.stride, self.padding,
+            self.dilation, self.groups, os_, oz, torch.uint8, attr, [], "",
+        )  # fmt: skip
+        return QTensor(y, os_, oz)
+
+    def _run_add(self, pending: PendingConv, other: Any) -> Any:
+        if isinstance(other, QTensor):
+            accum, a_s, a_z = other.data, other.scale, other.zp
+            if not self.accum_inplace:
+                accum = accum.clone(memory_format=torch.channels_last)
+            elif not accum.is_contiguous(memory_format=torch.channels_last):
+                accum = accum.contiguous(memory_format=torch.channels_last)
+        else:
+            other = _to_float(other)
+            a_s, a_z = self._qp(self.accum_qparams)
+            accum = quantize_tensor(other.float(), a_s, a_z, self.act_levels).contiguous(memory_format=torch.channels_last)
+        os_, oz = self._qp(self.output_qparams)
+        packed = self._packed(pending.x_scale, pending.x_zp, list(pending.qx.shape))
+        y = torch.ops.onednn.qconv2d_pointwise.binary(
+            pending.qx, pending.x_scale, pending.x_zp, packed, self.weight_scale, self._w_zp, accum, self.bias,
+            self.stride, self.padding, self.dilation, self.groups, os_, oz, torch.uint8, a_s, a_z, "sum", 1.0,
+            "relu" if self.fuse == "add_relu" else "none", [], "",
+        )  # fmt: skip
+        return QTensor(y, os_, oz)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={tuple(self.kernel_size)}, "
+                f"stride={tuple(self.stride)}, fuse={self.fuse}, out_float={self.out_float}")  # fmt: skip
+
+
+class QLinear(_StaticBase):
+    """INT8 ``nn.Linear`` with static input/output quantization (``fuse``: ``"none"``/``"relu"``)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, fuse: str = "none",
+                 out_float: bool = False, act_levels: int = 255) -> None:  # fmt: skip
+        super().__init__()
+        self.in_features, self.out_features, self.fuse = in_features, out_features, fuse
+        self._init_common(out_features, (out_features, in_features), bias, act_levels, out_float)
+
+    def config(self) -> dict[str, Any]:
+        return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None,
+                    fuse=self.fuse, out_float=self.out_float, act_levels=self.act_levels)  # fmt: skip
+
+    def forward(self, x: Any) -> Any:
+        qx, xs, xz = self._input(x)
+        lead = qx.shape[:-1]
+        qx = qx.reshape(-1, self.in_features)
+        key = (self.weight_int8.data_ptr(), self.weight_int8._version)
+        if self._pack.key != key:
+            self._pack.packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
+            self._pack.key = key
+        attr = "relu" if self.fuse == "relu" else "none"
+        if self.out_float:
+            y = torch.ops.onednn.qlinear_pointwise(
+                qx, xs, xz, self._pack.packed, self.weight_scale, self._w_zp, self.bias, 1.0, 0, torch.float32, attr,
+                [], "",
+            )  # fmt: skip
+            return y.reshape(*lead, self.out_features)
+        os_, oz = self._qp(self.output_qparams)
+        y = torch.ops.onednn.qlinear_pointwise(
+            qx, xs, xz, self._pack.packed, self.weight_scale, self._w_zp, self.bias, os_, oz, torch.uint8, attr,
+            [], "",
+        )  # fmt: skip
+        return QTensor(y.reshape(*lead, self.out_features), os_, oz)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, fuse={self.fuse}, out_float={self.out_float}"
