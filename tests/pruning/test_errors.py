@@ -135,3 +135,10 @@ def test_bad_targets_values():
         prune(model, MagnitudeConfig(amount=0.5), targets={"fc1": 1.2})
     with pytest.raises(ConfigError, match="per-layer amounts .* need scope='layer'"):
         prune(model, MagnitudeConfig(amount=0.5, scope="global"), targets={"fc1": 0.9})
+
+
+def test_input_shape_that_does_not_fit_the_model():
+    from torchslim.errors import DataError
+
+    with pytest.raises(DataError, match=r"does not run on an input of shape \(1, 3, 32, 32\)"):
+        prune(create_model("lenet300"), StructuredConfig(ratio=0.3, input_shape=[3, 32, 32]))

@@ -146,6 +146,11 @@ def profile(model: nn.Module, example: torch.Tensor | None) -> Profile:
     try:
         with FlopCounterMode(display=False) as fc:
             out = model(example)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        raise DataError(
+            f"the model does not run on an input of shape {tuple(example.shape)} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200]}); pass calib_data or input_shape matching the model's input"
+        ) from exc
     finally:
         for h in handles:
             h.remove()

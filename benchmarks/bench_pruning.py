@@ -1,0 +1,293 @@
+"""``make bench-pruning``: pruning methods on Fashion-MNIST baselines and torchvision models.
+
+Sections (``--only lenet300,lenet5,resnet20,torchvision``; default all). Rows of the sections
+run replace their earlier rows in ``results/pruning.json``, so a section can be re-run alone.
+
+* LeNet-300-100: Deep Compression's per-layer keep ratios (8% / 9% / 26%) with masked
+  fine-tuning, global magnitude at the same overall sparsity, random masks (control) and Zhu &
+  Gupta's gradual schedule to the same ratios. Bar: accuracy >= baseline - 0.3 pt.
+* LeNet-5 and ResNet-20: 2:4 semi-structured sparsity + fine-tuning. Bar: <= 0.5 pt drop.
+* ResNet-20 structured channel pruning + fine-tuning with distillation from the baseline.
+  Bars: >= 2x fewer MACs, >= 1.8x faster at batch 64 (interleaved with the FP32 baseline),
+  <= 0.5 pt drop.
+* torchvision resnet18 / mobilenet_v3_small / efficientnet_b0 (random init, one batch):
+  structured 30%, output shapes hold, MAC reduction; resnext50_32x4d shows the error for an
+  architecture torchslim cannot prune.
+
+Baselines come from ``baselines/`` (never trained here). Fine-tuning uses the one training loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from _common import RESULTS, setup, write_results
+from torchslim.data import load_dataset
+from torchslim.errors import CheckpointError, TorchSlimError
+from torchslim.measure import accuracy, compare_latency, count_macs, saved_size
+from torchslim.models import create_model
+from torchslim.pruning import (
+    GradualConfig,
+    MagnitudeConfig,
+    NMConfig,
+    RandomConfig,
+    StructuredConfig,
+    make_permanent,
+    prune,
+    prune_gradual,
+)
+from torchslim.training import DistillConfig, TrainConfig, fit
+from torchslim.training.baseline import get_baseline
+
+SECTIONS = ("lenet300", "lenet5", "resnet20", "torchvision")
+COLUMNS = [
+    "model", "method", "sparsity", "accuracy", "baseline_accuracy", "size_bytes", "baseline_size_bytes", "macs",
+    "baseline_macs", "latency_ms_b64", "baseline_latency_ms_b64", "speedup_b64", "nonzero_macs", "finetune_epochs",
+    "finetune_s", "bar", "bar_met",
+]  # fmt: skip
+DC_KEEP = {"fc1": 0.08, "fc2": 0.09, "fc3": 0.26}  # Deep Compression, Table 2 (LeNet-300-100)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def baseline(name: str) -> nn.Module:
+    try:
+        model, _ = get_baseline(name, train_if_missing=False)
+    except CheckpointError as exc:
+        raise SystemExit(f"bench-pruning: {exc}. Train it first (`torchslim train --model {name}`).") from exc
+    return model.eval()
+
+
+def weight_sparsity(model: nn.Module) -> float:
+    from torchslim.measure import sparsity
+
+    return round(sparsity(model), 4)
+
+
+class Ctx:
+    def __init__(self, name: str, runs: int) -> None:
+        self.name = name
+        self.base = baseline(name)
+        self.train = load_dataset("fashion-mnist", "train")
+        self.val = load_dataset("fashion-mnist", "val")
+        self.test = load_dataset("fashion-mnist", "test")
+        self.x64 = self.test.images[:64]
+        self.runs = runs
+        self.base_acc = accuracy(self.base, self.test)
+        self.base_size = saved_size(self.base, architecture=name)
+        self.base_macs = count_macs(self.base, self.x64[:1])
+        log(f"{name}: baseline test accuracy {self.base_acc:.2f}%")
+
+    def row(self, model: nn.Module, method: str, *, bar: str | None = None, ok: Any = None, **extra: Any) -> dict[str, Any]:
+        model = make_permanent(model).eval()
+        a, b, ratio = compare_latency(self.base, model, self.x64, runs=self.runs, warmup=5)
+        acc = accuracy(model, self.test)
+        macs = count_macs(model, self.x64[:1])
+        sp = weight_sparsity(model)
+        row = {
+            "model": self.name, "method": method, "sparsity": sp, "accuracy": round(acc, 2),
+            "baseline_accuracy": round(self.base_acc, 2), "size_bytes": saved_size(model, architecture=self.name),
+            "baseline_size_bytes": self.base_size, "macs": macs, "baseline_macs": self.base_macs,
+            "latency_ms_b64": round(b.median_ms, 3), "baseline_latency_ms_b64": round(a.median_ms, 3),
+            "speedup_b64": round(ratio, 3), "nonzero_macs": nonzero_macs(model, self.x64[:1]), **extra,
+        }  # fmt: skip
+        if bar is not None:
+            row["bar"] = bar
+            row["bar_met"] = bool(ok(row)) if ok is not None else None
+        log(f"{self.name} {method}: acc {acc:.2f} (base {self.base_acc:.2f}) sparsity {sp:.3f} macs x{self.base_macs / macs:.2f} speed x{ratio:.2f}")
+        return row
+
+
+@torch.no_grad()
+def nonzero_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """MACs counting only non-zero weights (what a sparse kernel could skip to)."""
+    from torchslim.pruning._common import profile
+
+    prof = profile(model, x)
+    dense = sum(prof.layer_macs.values())
+    nz = 0
+    for name, macs in prof.layer_macs.items():
+        w = model.get_submodule(name).weight
+        nz += round(macs * float((w != 0).float().mean()))
+    return int((prof.macs or dense) - dense + nz)
+
+
+def finetune(ctx: Ctx, model: nn.Module, epochs: int, lr: float, *, distill: bool = False, callbacks: list | None = None) -> tuple[nn.Module, float]:
+    cfg = TrainConfig(
+        epochs=epochs, lr=lr, batch_size=128, weight_decay=1e-4 if ctx.name == "lenet300" else 5e-4,
+        distill=DistillConfig(temperature=4.0, alpha=0.7) if distill else None,
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    fit(model, cfg, ctx.train, ctx.val, teacher=ctx.base if distill else None, callbacks=callbacks or [], quiet=True)
+    return model, round(time.perf_counter() - t0, 1)
+
+
+# ----------------------------------------------------------------------------- sections
+def bench_lenet300(runs: int) -> list[dict[str, Any]]:
+    ctx = Ctx("lenet300", runs)
+    targets = {k: 1.0 - v for k, v in DC_KEEP.items()}
+    sizes = {k: ctx.base.get_submodule(k).weight.numel() for k in DC_KEEP}
+    overall = sum(round(targets[k] * n) for k, n in sizes.items()) / sum(sizes.values())
+    bar = "accuracy >= baseline - 0.3 pt"
+    ok = lambda r: r["accuracy"] >= r["baseline_accuracy"] - 0.3  # noqa: E731
+    epochs, lr = 10, 0.02
+    rows = []
+    dc, _ = prune(ctx.base, MagnitudeConfig(amount=0.9), targets=targets)
+    rows.append(ctx.row(dc, "deep-compression per-layer 8/9/26% kept, one-shot (no fine-tune)"))
+    # Masks stay attached (torch.nn.utils.prune reparametrization): the forward pre-hook applies
+    # them at every step of fit, so this is Deep Compression's masked retraining.
+    dc, secs = finetune(ctx, dc, epochs, lr)
+    rows.append(ctx.row(dc, "deep-compression per-layer 8/9/26% kept + masked fine-tune", bar=bar, ok=ok,
+                        finetune_epochs=epochs, finetune_s=secs))  # fmt: skip
+    gm, _ = prune(ctx.base, MagnitudeConfig(amount=overall, scope="global"))
+    gm, secs = finetune(ctx, gm, epochs, lr)
+    rows.append(ctx.row(gm, f"global magnitude {overall:.4f} (same overall sparsity) + masked fine-tune", bar=bar, ok=ok,
+                        finetune_epochs=epochs, finetune_s=secs))  # fmt: skip
+    rnd, _ = prune(ctx.base, RandomConfig(amount=0.9), targets=targets)
+    rnd, secs = finetune(ctx, rnd, epochs, lr)
+    rows.append(ctx.row(rnd, "random per-layer 8/9/26% kept (control) + masked fine-tune",
+                        finetune_epochs=epochs, finetune_s=secs))  # fmt: skip
+    steps = len(ctx.train) // 128
+    gcfg = GradualConfig(
+        final_sparsity=0.92, begin_step=0, n_prunes=6 * 4, frequency=steps // 4,
+        train=TrainConfig(epochs=epochs, lr=lr, batch_size=128, weight_decay=1e-4),
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    gr, rep, _ = prune_gradual(ctx.base, gcfg, ctx.train, ctx.val, targets=targets)
+    rows.append(ctx.row(gr, "gradual cubic (Zhu & Gupta) to 8/9/26% kept over 6 of 10 epochs", bar=bar, ok=ok,
+                        finetune_epochs=epochs, finetune_s=round(time.perf_counter() - t0, 1)))  # fmt: skip
+    if rep.summary["final_masks_applied_after_training"]:
+        rows[-1]["method"] += " (best epoch preceded the schedule end; final masks applied after)"
+    return rows
+
+
+def bench_nm(name: str, runs: int, epochs: int, lr: float, distill: bool) -> list[dict[str, Any]]:
+    ctx = Ctx(name, runs)
+    bar = "<= 0.5 pt drop"
+    ok = lambda r: r["accuracy"] >= r["baseline_accuracy"] - 0.5  # noqa: E731
+    nm, rep = prune(ctx.base, NMConfig(n=2, m=4), calib_data=ctx.x64)
+    skipped = ", ".join(f"{e.name} ({e.detail})" for e in rep.skipped)
+    rows = [ctx.row(nm, f"2:4 one-shot (no fine-tune); skipped: {skipped}")]
+    nm, secs = finetune(ctx, nm, epochs, lr, distill=distill)
+    rows.append(ctx.row(nm, f"2:4 + masked fine-tune{' with distillation' if distill else ''}", bar=bar, ok=ok,
+                        finetune_epochs=epochs, finetune_s=secs))  # fmt: skip
+    return rows
+
+
+def resnet20_structured_config() -> tuple[StructuredConfig, dict[str, Any] | None]:
+    return StructuredConfig(ratio=0.5, importance="l1", round_to=8), None
+
+
+def bench_resnet20(runs: int, epochs_structured: int, epochs_nm: int) -> list[dict[str, Any]]:
+    rows = bench_nm("resnet20", runs, epochs_nm, 0.01, distill=True)
+    ctx = Ctx("resnet20", runs)
+    cfg, targets = resnet20_structured_config()
+    st, rep = prune(ctx.base, cfg, targets=targets, calib_data=ctx.train.subset(256))
+    s = rep.summary
+    label = f"structured L1 ratio {cfg.ratio} round_to {cfg.round_to} ({s['channels_removed']}/{s['channels_before']} channels)"
+    rows.append(ctx.row(st, f"{label}, no fine-tune"))
+    st, secs = finetune(ctx, st, epochs_structured, 0.02, distill=True)
+    rows.append(ctx.row(
+        st, f"{label} + fine-tune with distillation", bar=">= 2x fewer MACs, >= 1.8x faster b64, <= 0.5 pt drop",
+        ok=lambda r: r["baseline_macs"] / r["macs"] >= 2 and r["speedup_b64"] >= 1.8 and r["accuracy"] >= r["baseline_accuracy"] - 0.5,
+        finetune_epochs=epochs_structured, finetune_s=secs,
+    ))  # fmt: skip
+    return rows
+
+
+def bench_torchvision(runs: int) -> list[dict[str, Any]]:
+    rows = []
+    for tv in ("resnet18", "mobilenet_v3_small", "efficientnet_b0", "resnext50_32x4d"):
+        name = f"tv/{tv}"
+        torch.manual_seed(0)
+        model = create_model(name).eval()
+        batch = torch.randn(64, 3, 224, 224)
+        row: dict[str, Any] = {"model": name, "method": "structured L1 ratio 0.3 round_to 8 (random init, one batch)"}
+        try:
+            pruned, rep = prune(model, StructuredConfig(ratio=0.3, round_to=8), calib_data=batch[:1])
+        except TorchSlimError as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+            log(f"{name}: {row['error']}")
+            rows.append(row)
+            continue
+        pruned.eval()
+        with torch.no_grad():
+            out, ref = pruned(batch), model(batch)
+        assert out.shape == ref.shape == (64, 1000)
+        a, b, ratio = compare_latency(model, pruned, batch, runs=runs, warmup=1)
+        s = rep.summary
+        row.update({
+            "sparsity": 0.0, "accuracy": None, "baseline_accuracy": None,
+            "size_bytes": saved_size(pruned, architecture=name), "baseline_size_bytes": saved_size(model, architecture=name),
+            "macs": s["macs_after"], "baseline_macs": s["macs_before"], "latency_ms_b64": round(b.median_ms, 1),
+            "baseline_latency_ms_b64": round(a.median_ms, 1), "speedup_b64": round(ratio, 3),
+            "output_shape": list(out.shape), "channels_removed": s["channels_removed"], "channels_before": s["channels_before"],
+            "mac_reduction": round(s["mac_reduction"], 3),
+        })  # fmt: skip
+        log(f"{name}: macs x{s['mac_reduction']:.2f} speed x{ratio:.2f} shape {tuple(out.shape)}")
+        rows.append(row)
+    return rows
+
+
+NOTES = (
+    "Fashion-MNIST test accuracy; cached FP32 baselines; 2 threads; latency = median of interleaved runs "
+    "(compare_latency) against the FP32 baseline in the same process. Unstructured and 2:4 models run on PyTorch's "
+    "dense CPU kernels, so they are not faster; their gain is the file (bitmask + non-zeros) and `nonzero_macs` "
+    "(the work a sparse kernel could skip). 2:4 groups run along input channels; layers with 1 input channel are "
+    "skipped and named in the method. sparsity = zero fraction of all Conv/Linear weights."
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
+    ap.add_argument("--runs", type=int, default=30, help="timed runs per model (batch 64)")
+    ap.add_argument("--resnet20-structured-epochs", type=int, default=4)
+    ap.add_argument("--resnet20-nm-epochs", type=int, default=2)
+    ap.add_argument("--lenet5-nm-epochs", type=int, default=3)
+    args = ap.parse_args(argv)
+    only = [s for s in args.only.split(",") if s]
+    unknown = [s for s in only if s not in SECTIONS]
+    if unknown:
+        ap.error(f"unknown section(s) {unknown}; choose from {SECTIONS}")
+    setup()
+    rows: list[dict[str, Any]] = []
+    if "lenet300" in only:
+        rows += bench_lenet300(args.runs)
+    if "lenet5" in only:
+        rows += bench_nm("lenet5", args.runs, args.lenet5_nm_epochs, 0.01, distill=False)
+    if "resnet20" in only:
+        rows += bench_resnet20(args.runs, args.resnet20_structured_epochs, args.resnet20_nm_epochs)
+    if "torchvision" in only:
+        rows += bench_torchvision(max(3, args.runs // 10))
+    old_path = RESULTS / "pruning.json"
+    kept: list[dict[str, Any]] = []
+    if old_path.is_file():
+        section_of = {"lenet300": "lenet300", "lenet5": "lenet5", "resnet20": "resnet20"}
+        for r in json.loads(old_path.read_text()).get("rows", []):
+            sec = section_of.get(r["model"], "torchvision" if str(r["model"]).startswith("tv/") else None)
+            if sec not in only:
+                kept.append(r)
+    order = {s: i for i, s in enumerate(SECTIONS)}
+
+    def key(r: dict[str, Any]) -> int:
+        return order.get(r["model"], len(SECTIONS) if str(r["model"]).startswith("tv/") else 99)
+
+    all_rows = sorted(kept + rows, key=key)
+    write_results("pruning", all_rows, notes=NOTES, columns=COLUMNS + ["mac_reduction", "output_shape", "error"])
+    missed = [f"{r['model']}: {r['method']}" for r in all_rows if r.get("bar_met") is False]
+    print(json.dumps({"rows": len(all_rows), "bars_missed": missed}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
