@@ -7,7 +7,6 @@ and examples need no download.
 from __future__ import annotations
 
 import string
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,6 @@ def tiny_bert_config(**overrides: Any) -> Any:
 def tiny_bert(seed: int = 0, **overrides: Any) -> nn.Module:
     """A randomly initialised tiny ``BertModel`` in eval mode (seeded, so repeatable)."""
     import torch
-
     from transformers import BertModel
 
     with torch.random.fork_rng():
@@ -55,12 +53,10 @@ def _vocab() -> list[str]:
 def tiny_tokenizer(max_length: int = 128) -> Any:
     """A WordPiece tokenizer over letters, digits, punctuation and a few words."""
     require("transformers", "hf")
-    from transformers import BertTokenizerFast
+    from transformers import BertTokenizer
 
-    with tempfile.TemporaryDirectory() as d:
-        vocab = Path(d) / "vocab.txt"
-        vocab.write_text("\n".join(_vocab()) + "\n")
-        return BertTokenizerFast(vocab_file=str(vocab), model_max_length=max_length)
+    vocab = {tok: i for i, tok in enumerate(_vocab())}
+    return BertTokenizer(vocab=vocab, model_max_length=max_length)
 
 
 def save_tiny_bert(folder: str | Path, *, seed: int = 0, tokenizer: bool = True) -> Path:

@@ -1,0 +1,139 @@
+"""Calibration for Hugging Face encoders: token batches, Linear input statistics, block inputs.
+
+Statistics are gathered with forward hooks, so any encoder works without tracing. Padded
+positions are dropped from every statistic (their activations are never used by a mean-pooled
+embedding), and non-finite values -- e.g. an additive attention mask of ``-inf`` that reaches
+an observer -- are ignored instead of producing an infinite range.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from torchslim.errors import CompatibilityError, DataError
+from torchslim.transformers.embed import Batch, tokenize
+
+
+def calibration_batches(tokenizer: Any, sentences: Sequence[str], *, batch_size: int = 64, max_length: int = 128,
+                        model: nn.Module | None = None) -> list[Batch]:  # fmt: skip
+    """Tokenized batches of ``sentences`` (texts over the limit are truncated and reported)."""
+    if len(sentences) == 0:
+        raise DataError("calibration needs at least one sentence")
+    return [
+        tokenize(tokenizer, list(sentences[i : i + batch_size]), max_length=max_length, model=model)
+        for i in range(0, len(sentences), batch_size)
+    ]
+
+
+def finite_rows(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    """``x`` as ``[tokens, features]``: rows of real tokens only, non-finite values set to 0."""
+    x2 = x.detach().reshape(-1, x.shape[-1]).float()
+    if keep is not None and keep.numel() == x2.shape[0]:
+        x2 = x2[keep.reshape(-1)]
+    return torch.nan_to_num(x2, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+@dataclass
+class LinearStats:
+    """Per-input-channel max |x| and, when asked, the Gram matrix ``X^T X`` (GPTQ's Hessian)."""
+
+    absmax: torch.Tensor
+    tokens: int = 0
+    gram: torch.Tensor | None = None
+    token_absmax: list[float] = field(default_factory=list)
+
+    def update(self, x: torch.Tensor, want_gram: bool) -> None:
+        self.absmax = torch.maximum(self.absmax, x.abs().amax(0))
+        self.tokens += x.shape[0]
+        if want_gram:
+            g = x.T @ x
+            self.gram = g if self.gram is None else self.gram + g
+
+
+def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+
+
+@torch.inference_mode()
+def collect_stats(
+    model: nn.Module, batches: Sequence[Batch], names: Sequence[str] | None = None, *, gram: bool = False
+) -> dict[str, LinearStats]:
+    """Run ``batches`` through ``model`` and record input statistics of the named Linear layers."""
+    layers = linear_layers(model)
+    names = list(layers) if names is None else list(names)
+    stats: dict[str, LinearStats] = {}
+    current: dict[str, torch.Tensor | None] = {"keep": None}
+    hooks = []
+    for n in names:
+        m = layers[n]
+
+        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], n: str = n, m: nn.Linear = m) -> None:
+            x = finite_rows(inp[0], current["keep"])
+            st = stats.setdefault(n, LinearStats(torch.zeros(m.in_features)))
+            st.update(x, gram)
+
+        hooks.append(m.register_forward_pre_hook(hook))
+    try:
+        model.eval()
+        for b in batches:
+            current["keep"] = b.attention_mask.bool()
+            model(**b.as_kwargs())
+    finally:
+        for h in hooks:
+            h.remove()
+    return stats
+
+
+def encoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The repeated transformer blocks (``encoder.layer`` in BERT), found generically.
+
+    The largest ``nn.ModuleList`` whose items all contain Linear layers.
+    """
+    best: tuple[str, nn.ModuleList] | None = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.ModuleList) and len(m) > 0 and all(any(isinstance(c, nn.Linear) for c in b.modules()) for b in m):
+            if best is None or len(m) > len(best[1]):
+                best = (name, m)
+    if best is None:
+        raise CompatibilityError(f"{type(model).__name__} has no list of transformer blocks (nn.ModuleList of layers)")
+    return best
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.inference_mode()
+def block_inputs(model: nn.Module, batches: Sequence[Batch]) -> Iterator[tuple[tuple[Any, ...], dict[str, Any], torch.Tensor]]:
+    """For each batch: the positional args and kwargs the first block receives, and the token mask.
+
+    The forward stops at the first block, so nothing beyond the embeddings is computed.
+    """
+    _, blocks = encoder_blocks(model)
+    captured: dict[str, Any] = {}
+
+    def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        captured["args"], captured["kwargs"] = args, kwargs
+        raise _Stop
+
+    h = blocks[0].register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        for b in batches:
+            try:
+                model(**b.as_kwargs())
+            except _Stop:
+                pass
+            else:  # pragma: no cover - a model that skips its blocks
+                raise CompatibilityError("the model's forward never reached its first transformer block")
+            yield captured["args"], captured["kwargs"], b.attention_mask.bool()
+    finally:
+        h.remove()
+
+
+def block_output(out: Any) -> torch.Tensor:
+    return out if isinstance(out, torch.Tensor) else out[0]

@@ -1,0 +1,85 @@
+"""SmoothQuant: move activation outliers into the weights before INT8 quantization.
+
+Transformer activations have a few channels far larger than the rest (LayerNorm outputs of
+BERT-like models especially); one scale per token then wastes most levels on them. SmoothQuant
+(Xiao et al., 2023) divides input channel ``j`` by ``s_j = max|X_j|^a / max|W_j|^(1-a)`` and
+multiplies weight column ``j`` by ``s_j``: the product is unchanged, the activation range is
+flattened, the weight range grows a little. The division is folded into the LayerNorm that
+feeds the Linear layers (its weight and bias), so inference pays nothing.
+
+Which LayerNorm feeds which Linear is found by running one batch with hooks (the Linear's
+input *is* the LayerNorm's output tensor), so no architecture table is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from torchslim.transformers.calibrate import LinearStats
+from torchslim.transformers.embed import Batch
+
+
+@torch.inference_mode()
+def layernorm_consumers(model: nn.Module, batch: Batch) -> dict[str, list[str]]:
+    """``{layernorm name: [Linear names whose input is exactly its output]}``."""
+    outputs: list[tuple[str, torch.Tensor]] = []  # keeps the tensors alive so identity is safe
+    consumers: dict[str, list[str]] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.LayerNorm):
+            hooks.append(m.register_forward_hook(lambda mod, i, o, name=name: outputs.append((name, o))))
+        elif isinstance(m, nn.Linear):
+
+            def pre(mod: nn.Module, inp: tuple[torch.Tensor, ...], name: str = name) -> None:
+                for ln, o in reversed(outputs):
+                    if inp[0] is o:
+                        consumers.setdefault(ln, [])
+                        if name not in consumers[ln]:
+                            consumers[ln].append(name)
+                        return
+
+            hooks.append(m.register_forward_pre_hook(pre))
+    try:
+        model.eval()(**batch.as_kwargs())
+    finally:
+        for h in hooks:
+            h.remove()
+    return consumers
+
+
+def smoothing_scales(act_absmax: torch.Tensor, weights: Sequence[torch.Tensor], alpha: float) -> torch.Tensor:
+    """``s = max|X|^alpha / max|W|^(1 - alpha)`` per input channel (clamped away from 0).
+
+    >>> s = smoothing_scales(torch.tensor([8.0, 1.0]), [torch.ones(3, 2)], 0.5)
+    >>> [round(v, 3) for v in s.tolist()]
+    [2.828, 1.0]
+    """
+    w_absmax = torch.stack([w.detach().abs().amax(0) for w in weights]).amax(0).clamp_min(1e-5)
+    s = act_absmax.clamp_min(1e-5).pow(alpha) / w_absmax.pow(1 - alpha)
+    return s.clamp(min=1e-5)
+
+
+@torch.no_grad()
+def apply_smoothing(model: nn.Module, groups: dict[str, list[str]], stats: dict[str, LinearStats], alpha: float) -> dict[str, float]:
+    """Fold SmoothQuant scales into each LayerNorm and its consumer Linears, in place.
+
+    Returns ``{linear name: activation range reduction (max|X| before / after)}``.
+    """
+    report: dict[str, float] = {}
+    for ln_name, lin_names in groups.items():
+        ln = model.get_submodule(ln_name)
+        lins = [model.get_submodule(n) for n in lin_names]
+        act = stats[lin_names[0]].absmax
+        s = smoothing_scales(act, [lin.weight for lin in lins], alpha)
+        if ln.weight is None:  # no affine part to fold into
+            continue
+        ln.weight.div_(s)
+        if ln.bias is not None:
+            ln.bias.div_(s)
+        for n, lin in zip(lin_names, lins, strict=True):
+            lin.weight.mul_(s)
+            report[n] = float(act.max() / (act / s).max())
+    return report
