@@ -31,7 +31,7 @@ import torch.nn as nn
 from _common import RESULTS, setup, write_results
 from torchslim.data import load_dataset
 from torchslim.errors import CheckpointError, TorchSlimError
-from torchslim.measure import accuracy, compare_latency, count_macs, saved_size
+from torchslim.measure import accuracy, compare_latency, count_macs, num_threads, saved_size
 from torchslim.models import create_model
 from torchslim.pruning import (
     GradualConfig,
@@ -52,6 +52,7 @@ COLUMNS = [
     "baseline_macs", "latency_ms_b64", "baseline_latency_ms_b64", "speedup_b64", "nonzero_macs", "finetune_epochs",
     "finetune_s", "bar", "bar_met",
 ]  # fmt: skip
+TRAIN_THREADS = 2  # --train-threads; latency is always timed with 2 threads
 DC_KEEP = {"fc1": 0.08, "fc2": 0.09, "fc3": 0.26}  # Deep Compression, Table 2 (LeNet-300-100)
 
 
@@ -74,10 +75,12 @@ def weight_sparsity(model: nn.Module) -> float:
 
 
 class Ctx:
-    def __init__(self, name: str, runs: int) -> None:
+    def __init__(self, name: str, runs: int, train_samples: int | None = None) -> None:
         self.name = name
         self.base = baseline(name)
         self.train = load_dataset("fashion-mnist", "train")
+        if train_samples:
+            self.train = self.train.subset(train_samples)
         self.val = load_dataset("fashion-mnist", "val")
         self.test = load_dataset("fashion-mnist", "test")
         self.x64 = self.test.images[:64]
@@ -87,9 +90,16 @@ class Ctx:
         self.base_macs = count_macs(self.base, self.x64[:1])
         log(f"{name}: baseline test accuracy {self.base_acc:.2f}%")
 
-    def row(self, model: nn.Module, method: str, *, bar: str | None = None, ok: Any = None, **extra: Any) -> dict[str, Any]:
+    def row(
+        self, model: nn.Module, method: str, *, bar: str | None = None, ok: Any = None, timed: bool = True, **extra: Any
+    ) -> dict[str, Any]:
+        """One result row. ``timed=False`` leaves latency to the caller (same architecture as a timed row)."""
         model = make_permanent(model).eval()
-        a, b, ratio = compare_latency(self.base, model, self.x64, runs=self.runs, warmup=5)
+        if timed:
+            a, b, ratio = compare_latency(self.base, model, self.x64, runs=self.runs, warmup=5)
+            lat = {"latency_ms_b64": round(b.median_ms, 3), "baseline_latency_ms_b64": round(a.median_ms, 3), "speedup_b64": round(ratio, 3)}
+        else:
+            lat = {"latency_ms_b64": None, "baseline_latency_ms_b64": None, "speedup_b64": None}
         acc = accuracy(model, self.test)
         macs = count_macs(model, self.x64[:1])
         sp = weight_sparsity(model)
@@ -97,13 +107,12 @@ class Ctx:
             "model": self.name, "method": method, "sparsity": sp, "accuracy": round(acc, 2),
             "baseline_accuracy": round(self.base_acc, 2), "size_bytes": saved_size(model, architecture=self.name),
             "baseline_size_bytes": self.base_size, "macs": macs, "baseline_macs": self.base_macs,
-            "latency_ms_b64": round(b.median_ms, 3), "baseline_latency_ms_b64": round(a.median_ms, 3),
-            "speedup_b64": round(ratio, 3), "nonzero_macs": nonzero_macs(model, self.x64[:1]), **extra,
+            **lat, "nonzero_macs": nonzero_macs(model, self.x64[:1]), **extra,
         }  # fmt: skip
         if bar is not None:
             row["bar"] = bar
             row["bar_met"] = bool(ok(row)) if ok is not None else None
-        log(f"{self.name} {method}: acc {acc:.2f} (base {self.base_acc:.2f}) sparsity {sp:.3f} macs x{self.base_macs / macs:.2f} speed x{ratio:.2f}")
+        log(f"{self.name} {method}: acc {acc:.2f} (base {self.base_acc:.2f}) sparsity {sp:.3f} macs x{self.base_macs / macs:.2f} speed x{row['speedup_b64']}")
         return row
 
 
@@ -127,7 +136,8 @@ def finetune(ctx: Ctx, model: nn.Module, epochs: int, lr: float, *, distill: boo
         distill=DistillConfig(temperature=4.0, alpha=0.7) if distill else None,
     )  # fmt: skip
     t0 = time.perf_counter()
-    fit(model, cfg, ctx.train, ctx.val, teacher=ctx.base if distill else None, callbacks=callbacks or [], quiet=True)
+    with num_threads(TRAIN_THREADS):
+        fit(model, cfg, ctx.train, ctx.val, teacher=ctx.base if distill else None, callbacks=callbacks or [], quiet=True)
     return model, round(time.perf_counter() - t0, 1)
 
 
@@ -162,7 +172,8 @@ def bench_lenet300(runs: int) -> list[dict[str, Any]]:
         train=TrainConfig(epochs=epochs, lr=lr, batch_size=128, weight_decay=1e-4),
     )  # fmt: skip
     t0 = time.perf_counter()
-    gr, rep, _ = prune_gradual(ctx.base, gcfg, ctx.train, ctx.val, targets=targets)
+    with num_threads(TRAIN_THREADS):
+        gr, rep, _ = prune_gradual(ctx.base, gcfg, ctx.train, ctx.val, targets=targets)
     rows.append(ctx.row(gr, "gradual cubic (Zhu & Gupta) to 8/9/26% kept over 6 of 10 epochs", bar=bar, ok=ok,
                         finetune_epochs=epochs, finetune_s=round(time.perf_counter() - t0, 1)))  # fmt: skip
     if rep.summary["final_masks_applied_after_training"]:
@@ -170,37 +181,44 @@ def bench_lenet300(runs: int) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_nm(name: str, runs: int, epochs: int, lr: float, distill: bool) -> list[dict[str, Any]]:
-    ctx = Ctx(name, runs)
+def bench_nm(ctx: Ctx, epochs: int, lr: float, distill: bool) -> list[dict[str, Any]]:
     bar = "<= 0.5 pt drop"
     ok = lambda r: r["accuracy"] >= r["baseline_accuracy"] - 0.5  # noqa: E731
     nm, rep = prune(ctx.base, NMConfig(n=2, m=4), calib_data=ctx.x64)
     skipped = ", ".join(f"{e.name} ({e.detail})" for e in rep.skipped)
-    rows = [ctx.row(nm, f"2:4 one-shot (no fine-tune); skipped: {skipped}")]
+    rows = [ctx.row(nm, f"2:4 one-shot (no fine-tune); skipped: {skipped}", timed=False)]
     nm, secs = finetune(ctx, nm, epochs, lr, distill=distill)
     rows.append(ctx.row(nm, f"2:4 + masked fine-tune{' with distillation' if distill else ''}", bar=bar, ok=ok,
                         finetune_epochs=epochs, finetune_s=secs))  # fmt: skip
+    _same_latency(rows[0], rows[1])
     return rows
+
+
+def _same_latency(untimed: dict[str, Any], timed: dict[str, Any]) -> None:
+    """The one-shot and fine-tuned models share an architecture and zero pattern: one timing serves both."""
+    for k in ("latency_ms_b64", "baseline_latency_ms_b64", "speedup_b64"):
+        untimed[k] = timed[k]
 
 
 def resnet20_structured_config() -> tuple[StructuredConfig, dict[str, Any] | None]:
     return StructuredConfig(ratio=0.5, importance="l1", round_to=8), None
 
 
-def bench_resnet20(runs: int, epochs_structured: int, epochs_nm: int) -> list[dict[str, Any]]:
-    rows = bench_nm("resnet20", runs, epochs_nm, 0.01, distill=True)
-    ctx = Ctx("resnet20", runs)
+def bench_resnet20(runs: int, epochs_structured: int, epochs_nm: int, train_samples: int | None) -> list[dict[str, Any]]:
+    ctx = Ctx("resnet20", runs, train_samples)
+    rows = bench_nm(ctx, epochs_nm, 0.01, distill=True)
     cfg, targets = resnet20_structured_config()
     st, rep = prune(ctx.base, cfg, targets=targets, calib_data=ctx.train.subset(256))
     s = rep.summary
     label = f"structured L1 ratio {cfg.ratio} round_to {cfg.round_to} ({s['channels_removed']}/{s['channels_before']} channels)"
-    rows.append(ctx.row(st, f"{label}, no fine-tune"))
+    rows.append(ctx.row(st, f"{label}, no fine-tune", timed=False))
     st, secs = finetune(ctx, st, epochs_structured, 0.02, distill=True)
     rows.append(ctx.row(
         st, f"{label} + fine-tune with distillation", bar=">= 2x fewer MACs, >= 1.8x faster b64, <= 0.5 pt drop",
         ok=lambda r: r["baseline_macs"] / r["macs"] >= 2 and r["speedup_b64"] >= 1.8 and r["accuracy"] >= r["baseline_accuracy"] - 0.5,
         finetune_epochs=epochs_structured, finetune_s=secs,
     ))  # fmt: skip
+    _same_latency(rows[-2], rows[-1])
     return rows
 
 
@@ -254,7 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resnet20-structured-epochs", type=int, default=4)
     ap.add_argument("--resnet20-nm-epochs", type=int, default=2)
     ap.add_argument("--lenet5-nm-epochs", type=int, default=3)
+    ap.add_argument("--resnet20-train-samples", type=int, default=None, help="fine-tune ResNet-20 on the first N training samples")
+    ap.add_argument("--train-threads", type=int, default=2, help="threads for fine-tuning (1 helps on a busy machine)")
     args = ap.parse_args(argv)
+    global TRAIN_THREADS
+    TRAIN_THREADS = args.train_threads
     only = [s for s in args.only.split(",") if s]
     unknown = [s for s in only if s not in SECTIONS]
     if unknown:
@@ -264,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     if "lenet300" in only:
         rows += bench_lenet300(args.runs)
     if "lenet5" in only:
-        rows += bench_nm("lenet5", args.runs, args.lenet5_nm_epochs, 0.01, distill=False)
+        rows += bench_nm(Ctx("lenet5", args.runs), args.lenet5_nm_epochs, 0.01, distill=False)
     if "resnet20" in only:
-        rows += bench_resnet20(args.runs, args.resnet20_structured_epochs, args.resnet20_nm_epochs)
+        rows += bench_resnet20(args.runs, args.resnet20_structured_epochs, args.resnet20_nm_epochs, args.resnet20_train_samples)
     if "torchvision" in only:
         rows += bench_torchvision(max(3, args.runs // 10))
     old_path = RESULTS / "pruning.json"

@@ -44,9 +44,10 @@ def test_depthwise_concat_residual_coupling():
 def test_bn_scale_importance_keeps_the_largest_scales(digits):
     train, _, _ = digits
     model = create_model("resnet8").eval()
-    with torch.no_grad():
-        model.bn1.weight.copy_(torch.linspace(0.1, 1.6, 16))
-    pruned, _ = prune(model, StructuredConfig(ratio=0.5, importance="bn_scale"), targets=["conv1"], calib_data=train)
+    with torch.no_grad():  # the stem and the first stage's residual branch form one coupled group
+        for bn in (model.bn1, model.layer1[0].bn2):
+            bn.weight.copy_(torch.linspace(0.1, 1.6, 16))
+    pruned, _ = prune(model, StructuredConfig(ratio=0.5, importance="bn_scale"), calib_data=train)
     assert pruned.conv1.out_channels == 8
     assert torch.allclose(pruned.bn1.weight.detach().sort().values, torch.linspace(0.1, 1.6, 16)[8:])
 
@@ -80,6 +81,14 @@ def test_per_layer_ratio_and_exclusion(digits):
     assert pruned.conv2.out_channels == 25
     assert pruned.fc1.out_features == 100 and pruned.fc2.in_features == 100
     assert {e.name: e.detail for e in report.skipped}["conv1"] == "excluded by targets"
+
+
+def test_targeting_one_layer_of_a_coupled_group_is_explained(digits):
+    from torchslim.errors import TargetError
+
+    train, _, _ = digits
+    with pytest.raises(TargetError, match="residual additions .* are pruned together"):
+        prune(create_model("resnet8"), StructuredConfig(ratio=0.5), targets=["conv1"], calib_data=train)
 
 
 @pytest.mark.slow

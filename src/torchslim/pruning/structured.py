@@ -152,7 +152,11 @@ def prune_structured(
     if batches is not None:
         model.zero_grad(set_to_none=True)
     if not plans:
-        raise TargetError("structured pruning found no prunable channel group (every group touches an excluded or output layer)")
+        raise TargetError(
+            "structured pruning found no prunable channel group: every group touches an excluded or output layer. "
+            "Layers joined by residual additions or concatenations are pruned together; target all of them "
+            "(e.g. 're:layer1.*') or none"
+        )
 
     if config.scope == "global" and plans:
         scores = torch.cat([p.importance for p in plans])
