@@ -78,7 +78,7 @@ class _CodedMixin:
         try:
             self._decode()
         except CheckpointError as exc:
-            error_msgs.append(f"{prefix[:-1]}: {exc}")
+            raise CheckpointError(f"coded layer {prefix[:-1] or '(root)'}: {exc}") from exc
         if strict:
             for k in state_dict:
                 if k.startswith(prefix) and k != key and "." not in k[len(prefix) :]:
@@ -119,18 +119,29 @@ register_codec("coded-linear", CodedLinear, _linear_cfg, lambda c: CodedLinear(*
 register_codec("coded-conv2d", CodedConv2d, _conv_cfg, lambda c: CodedConv2d(**c))
 
 
-def coded_from_shared(m: _SharedMixin, index_bits: int, use_huffman: bool = True) -> CodedLinear | CodedConv2d:
-    """Pack one shared layer (its codebooks snapped to their storage dtype)."""
+AUTO_INDEX_BITS = range(2, 9)
+
+
+def coded_from_shared(m: _SharedMixin, index_bits: int | str, use_huffman: bool = True) -> CodedLinear | CodedConv2d:
+    """Pack one shared layer (its codebooks snapped to their storage dtype).
+
+    ``index_bits="auto"`` packs with every width in 2..8 and keeps the smallest bytes.
+    """
     m.round_codebooks()
     float16 = m.codebook_dtype == "float16"
     bias_cb = m.bias_codebook()
-    data, _ = pack_layer(
-        m.indices, m.codebook().detach().cpu(), m.bits, index_bits,
-        bias=m.bias_param.detach().cpu() if m.bias_param is not None else None,
-        bias_indices=m.bias_indices if bias_cb is not None else None,
-        bias_codebook=bias_cb.detach().cpu() if bias_cb is not None else None, bias_bits=m.bias_bits or 0,
-        use_huffman=use_huffman, float16=float16,
-    )  # fmt: skip
+
+    def pack(ib: int) -> bytes:
+        data, _ = pack_layer(
+            m.indices, m.codebook().detach().cpu(), m.bits, ib,
+            bias=m.bias_param.detach().cpu() if m.bias_param is not None else None,
+            bias_indices=m.bias_indices if bias_cb is not None else None,
+            bias_codebook=bias_cb.detach().cpu() if bias_cb is not None else None, bias_bits=m.bias_bits or 0,
+            use_huffman=use_huffman, float16=float16,
+        )  # fmt: skip
+        return data
+
+    data = min((pack(ib) for ib in AUTO_INDEX_BITS), key=len) if index_bits == "auto" else pack(int(index_bits))
     has_bias = m.bias is not None
     new: CodedLinear | CodedConv2d
     if isinstance(m, SharedLinear):

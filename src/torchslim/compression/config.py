@@ -69,19 +69,22 @@ class HuffmanCodingConfig(BaseModel):
     """Deep Compression stage 3: store codebook indices and relative positions Huffman coded.
 
     Positions are gaps between non-zeros, ``index_bits`` wide (filler zeros bridge longer gaps).
+    ``"auto"`` packs each layer with every width from 2 to 8 bits and keeps the smallest.
     ``huffman=False`` keeps fixed-width codes (the paper's "pruned + quantized" stage).
     """
 
     model_config = ConfigDict(extra="forbid")
-    index_bits: int = Field(5, ge=1, le=12)
-    layer_index_bits: dict[str, int | None] = Field(default_factory=dict, description="layer/regex/type -> index bits")
+    index_bits: int | Literal["auto"] = 5
+    layer_index_bits: dict[str, int | Literal["auto"] | None] = Field(
+        default_factory=dict, description="layer/regex/type -> index bits"
+    )
     huffman: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> HuffmanCodingConfig:
-        for k, v in self.layer_index_bits.items():
-            if v is not None and not 1 <= v <= 12:
-                raise ValueError(f"layer_index_bits[{k!r}] = {v} must be in 1..12")
+        for k, v in [("index_bits", self.index_bits), *self.layer_index_bits.items()]:
+            if isinstance(v, int) and not 1 <= v <= 12:
+                raise ValueError(f"index bits for {k!r} = {v} must be in 1..12 (or 'auto')")
         return self
 
 

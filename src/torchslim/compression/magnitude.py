@@ -80,12 +80,14 @@ def magnitude_prune(
     *,
     train_data: ImageData | None = None,
     val_data: ImageData | None = None,
+    teacher: nn.Module | None = None,
     quiet: bool = False,
 ) -> tuple[nn.Module, Report]:
     """Prune each targeted layer to its ``keep`` fraction, retrain with masks; returns (model, report).
 
     The returned model is a pruned deep copy whose zeros are permanent. Without training data
-    only one-shot pruning with ``train.epochs == 0`` is possible.
+    only one-shot pruning with ``train.epochs == 0`` is possible. With ``train.distill`` set the
+    retraining distills from ``teacher`` (default: the unpruned ``model``).
 
     >>> from torchslim.models import create_model
     >>> cfg = MagnitudePruningConfig(keep={"fc1": 0.1}, schedule="one-shot", train={"epochs": 0})
@@ -104,6 +106,8 @@ def magnitude_prune(
     needs_data = (config.schedule == "gradual" and config.prune_epochs > 0) or config.train.epochs > 0
     if needs_data and (train_data is None or val_data is None):
         raise ConfigError("magnitude pruning with retraining needs train_data and val_data")
+    if config.train.distill is not None and teacher is None:
+        teacher = copy.deepcopy(model).eval()
     out = copy.deepcopy(model)
     before = {n: float((modules[n].weight != 0).float().mean()) for n in keep}  # type: ignore[union-attr]
     for name in keep:
@@ -116,13 +120,14 @@ def magnitude_prune(
             m.weight_mask.copy_((m.weight_orig != 0).float())  # type: ignore[operator]
     if config.schedule == "gradual" and config.prune_epochs > 0:
         gcfg = config.train.model_copy(update={"epochs": config.prune_epochs, "early_stopping_patience": None})
-        fit(out, gcfg, train_data, val_data, callbacks=[GradualMagnitude(keep, config.prune_frequency)], quiet=quiet)  # type: ignore[arg-type]
+        fit(out, gcfg, train_data, val_data, teacher=teacher, callbacks=[GradualMagnitude(keep, config.prune_frequency)],
+            quiet=quiet)  # type: ignore[arg-type]  # fmt: skip
     # Whatever epoch fit restored, the final masks hold exactly the target fractions.
     for name, k in keep.items():
         _set_mask(out.get_submodule(name), k)
     history: list[dict[str, float]] = []
     if config.train.epochs > 0:
-        history = fit(out, config.train, train_data, val_data, quiet=quiet).history  # type: ignore[arg-type]
+        history = fit(out, config.train, train_data, val_data, teacher=teacher, quiet=quiet).history  # type: ignore[arg-type]
     report = Report("prune", f"magnitude ({config.schedule})")
     for name in keep:
         m = out.get_submodule(name)

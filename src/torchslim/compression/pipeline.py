@@ -8,6 +8,7 @@ codes. Accuracies of the shared and coded stages are those of the reloaded files
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +46,12 @@ def deep_compress(
     *,
     train_data: ImageData | None = None,
     val_data: ImageData | None = None,
+    teacher: nn.Module | None = None,
     quiet: bool = False,
 ) -> DeepCompressionResult:
     """Run the three stages on a copy of ``model``; ``model`` itself is not modified.
+
+    Training configs with ``distill`` learn from ``teacher`` (default: the uncompressed ``model``).
 
     >>> from torchslim.models import create_model
     >>> from torchslim.compression.config import DeepCompressionConfig
@@ -63,14 +67,19 @@ def deep_compress(
     if needs_data:
         train_data = train_data or load_dataset(config.dataset, "train")
         val_data = val_data or load_dataset(config.dataset, "val")
+    distills = (config.prune is not None and config.prune.train.distill is not None) or (
+        config.share_train is not None and config.share_train.distill is not None)  # fmt: skip
+    if distills and teacher is None:
+        teacher = copy.deepcopy(model).eval()
     stages: list[Stage] = []
     current = model
     if config.prune is not None:
-        current, rep = magnitude_prune(current, config.prune, train_data=train_data, val_data=val_data, quiet=quiet)
+        current, rep = magnitude_prune(current, config.prune, train_data=train_data, val_data=val_data,
+                                       teacher=teacher, quiet=quiet)  # fmt: skip
         stages.append(Stage("pruned", current, rep))
     shared, rep = share_weights(current, config.share)
     if config.share_train is not None:
-        fit(shared, config.share_train, train_data, val_data, quiet=quiet)  # type: ignore[arg-type]
+        fit(shared, config.share_train, train_data, val_data, teacher=teacher, quiet=quiet)  # type: ignore[arg-type]
     round_codebooks(shared)
     fixed, _ = huffman_code(shared, config.code.model_copy(update={"huffman": False}))
     stages.append(Stage("shared", fixed.eval(), rep))

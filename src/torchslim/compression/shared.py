@@ -186,12 +186,13 @@ def share_weights(
     ``torchslim.training.fit``) to train the centroids.
     """
     config = config or WeightSharingConfig()
+    done = [n for n, m in model.named_modules() if isinstance(m, _SharedMixin) or type(m).__name__.startswith("Coded")]
+    if done:
+        raise CompatibilityError(f"layers {done[:4]} are already weight-shared; share a model once")
     bits_of = resolve_targets(model, config.layer_bits, default=config.bits, types=SHAREABLE)
     modules = dict(model.named_modules())
     for name in bits_of:
         m = modules[name]
-        if isinstance(m, _SharedMixin) or type(m).__name__.startswith("Coded"):
-            raise CompatibilityError(f"layer {name} is already weight-shared; share a model once")
         if not isinstance(m, SHAREABLE):
             raise TargetError(f"layer {name} is a {type(m).__name__}; weight sharing handles Linear and Conv2d")
         if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":

@@ -22,6 +22,12 @@ HIST_BINS = 60
 
 def layer_weight(m: nn.Module) -> torch.Tensor | None:
     """The dense float weight a layer computes with, whatever its storage, or None."""
+    deq = getattr(m, "dequantized_weight", None)  # torchslim's quantized layers
+    if callable(deq):
+        try:
+            return deq().detach().float().cpu()
+        except Exception:  # noqa: BLE001 - a foreign layer with that name: fall through
+            pass
     w: Any = getattr(m, "weight", None)
     if callable(w) and not isinstance(w, torch.Tensor):
         try:

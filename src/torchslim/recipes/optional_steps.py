@@ -26,36 +26,34 @@ NOT_AFTER_CODED = "Huffman-coded layers are the final storage form"
 
 
 def step_name(cls: type[BaseModel]) -> str:
-    """``StaticInt8Config`` -> ``static_int8`` (or the config's ``method`` default if it is a string).
+    """The config's ``method`` (a class attribute) or ``StaticInt8Config`` -> ``static_int8``.
 
     >>> class NM24Config(BaseModel):
     ...     pass
     >>> step_name(NM24Config)
     'nm24'
     """
-    f = cls.model_fields.get("method")
-    if f is not None and isinstance(f.default, str) and f.default:
-        return f.default.replace("-", "_")
+    method = getattr(cls, "method", None)
+    if isinstance(method, str) and method:
+        return method.replace("-", "_")
     base = cls.__name__.removesuffix("Config")
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", base).lower()
 
 
 def _configs(module: Any) -> list[type[BaseModel]]:
-    names = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
-    out = []
-    for n in names:
-        obj = getattr(module, n, None)
-        if isinstance(obj, type) and issubclass(obj, BaseModel) and n.endswith("Config"):
-            out.append(obj)
-    return out
-
-
-def _is_float_cast(cls: type[BaseModel]) -> bool:
-    return bool(re.search(r"fp16|bf16|float16|bfloat16|half", cls.__name__, re.I))
-
-
-def _is_qat(cls: type[BaseModel]) -> bool:
-    return "qat" in cls.__name__.lower()
+    """The package's method configs: its ``CONFIGS`` (dict or sequence), else its exported ``*Config`` classes."""
+    found = getattr(module, "CONFIGS", None)
+    if found is None:
+        config_mod = _import(f"{module.__name__}.config")
+        found = getattr(config_mod, "CONFIGS", None) if config_mod is not None else None
+    if isinstance(found, dict):
+        candidates = list(found.values())
+    elif isinstance(found, list | tuple):
+        candidates = list(found)
+    else:
+        names = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
+        candidates = [getattr(module, n, None) for n in names if n.endswith("Config")]
+    return [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
 
 
 def _is_structured(cls: type[BaseModel]) -> bool:
@@ -87,34 +85,48 @@ def _call_verb(verb: Any, model: nn.Module, config: Any, ctx: StepContext, **kw:
     return new, report if isinstance(report, Report) else None
 
 
+def _verb(module: Any, name: str) -> Any:
+    verb = getattr(module, name, None)
+    if verb is None:
+        api = _import(f"{module.__name__}.api")
+        verb = getattr(api, name, None) if api is not None else None
+    return verb
+
+
 def _wire_quantization() -> None:
     mod = _import("torchslim.quantization")
-    if mod is None or not hasattr(mod, "quantize"):
+    verb = _verb(mod, "quantize") if mod is not None else None
+    if verb is None:
         return
-    verb = mod.quantize
     for cls in _configs(mod):
         def run(model: nn.Module, config: Any, ctx: StepContext, _v: Any = verb) -> tuple[nn.Module, Report | None]:
-            dataset = getattr(config, "dataset", None)
-            return _call_verb(_v, model, config, ctx, calib_data=lambda: ctx.calibration(dataset))
+            return _call_verb(_v, model, config, ctx, calib_data=lambda: ctx.calibration(),
+                              train_data=lambda: ctx.data("train"), val_data=lambda: ctx.data("val"),
+                              teacher=ctx.teacher, quiet=ctx.quiet)  # fmt: skip
 
-        produces = set() if (_is_float_cast(cls) or _is_qat(cls)) else {QUANTIZED}
+        # Every quantization method ends in low-precision or integer layers (QAT converts at its end).
         register_step(
-            step_name(cls), cls, run, produces=produces, accepts_targets=True,
+            step_name(cls), cls, run, produces={QUANTIZED}, accepts_targets=True,
             forbidden_after={QUANTIZED: NOT_AFTER_QUANT, SHARED: NOT_AFTER_SHARED, CODED: NOT_AFTER_CODED},
         )  # fmt: skip
 
 
 def _wire_pruning() -> None:
     mod = _import("torchslim.pruning")
-    if mod is None or not hasattr(mod, "prune"):
+    verb = _verb(mod, "prune") if mod is not None else None
+    if verb is None:
         return
-    verb = mod.prune
+    make_permanent = getattr(mod, "make_permanent", None)
     for cls in _configs(mod):
         def run(model: nn.Module, config: Any, ctx: StepContext, _v: Any = verb) -> tuple[nn.Module, Report | None]:
-            dataset = getattr(config, "dataset", None)
-            return _call_verb(_v, model, config, ctx, calib_data=lambda: ctx.calibration(dataset),
-                              train_data=lambda: ctx.data("train", dataset), val_data=lambda: ctx.data("val", dataset),
-                              quiet=ctx.quiet)  # fmt: skip
+            new, report = _call_verb(_v, model, config, ctx, calib_data=lambda: ctx.calibration(),
+                                     train_data=lambda: ctx.data("train"), val_data=lambda: ctx.data("val"),
+                                     teacher=ctx.teacher, quiet=ctx.quiet)  # fmt: skip
+            # Fold masks into the weights: the model saves with its architecture's keys (sparse
+            # tensors as bitmask + values) and later fine-tuning steps keep the zeros.
+            if make_permanent is not None:
+                new = make_permanent(new, inplace=True)
+            return new, report
 
         register_step(
             step_name(cls), cls, run, produces={STRUCTURED} if _is_structured(cls) else {SPARSE}, accepts_targets=True,
@@ -123,18 +135,26 @@ def _wire_pruning() -> None:
 
 
 def _wire_export() -> None:
-    mod = _import("torchslim.export")
-    if mod is None:
+    mod = _import("torchslim.export.onnx")
+    export_onnx = getattr(mod, "export_onnx", None) if mod is not None else None
+    config_cls = getattr(mod, "ExportConfig", None) if mod is not None else None
+    if export_onnx is None or config_cls is None:
         return
-    verb = getattr(mod, "export", None) or getattr(mod, "export_onnx", None)
-    if verb is None:
-        return
-    for cls in _configs(mod):
-        def run(model: nn.Module, config: Any, ctx: StepContext, _v: Any = verb) -> tuple[nn.Module, Report | None]:
-            _call_verb(_v, model, config, ctx, out_dir=ctx.run_dir)
-            return model, None
 
-        register_step(step_name(cls), cls, run)
+    def run(model: nn.Module, config: Any, ctx: StepContext) -> tuple[nn.Module, Report | None]:
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as d:
+            # Into the run's output folder when there is one (the file is part of the result).
+            path = (ctx.run_dir or Path(d)) / "model.onnx"
+            res = export_onnx(model, path, example=ctx.data("test").images[:1], config=config, force=True)
+            rep = Report("export", "onnx")
+            rep.summary = {"file": path.name if ctx.run_dir else None, "size_bytes": res.size_bytes,
+                           "max_abs_diff": res.max_abs_diff, "ops": res.ops}  # fmt: skip
+        return model, rep
+
+    register_step("export", config_cls, run, description="export to ONNX and check it in ONNX Runtime")
 
 
 def register_optional() -> None:

@@ -255,7 +255,8 @@ def _format_validation(exc: ValidationError, cls: type[BaseModel], marks: _Marks
     msgs = []
     for err in exc.errors()[:3]:
         loc = tuple(x for x in err["loc"])
-        where = marks.at((*base, *loc))
+        # A bad value points at the value; an unknown key at the key.
+        where = marks.at((*base, *loc) if err["type"] == "extra_forbidden" else (*base, *loc, "<value>"))
         field = ".".join(str(x) for x in loc) or "(config)"
         if err["type"] == "extra_forbidden":
             known = _fields_at(cls, loc[:-1])

@@ -105,7 +105,7 @@ def _run(model: nn.Module, recipe: Recipe, folder: Path | None, architecture: st
     con = _Console(quiet)
     teacher = copy.deepcopy(model).eval()
     ctx = StepContext(settings.dataset, teacher=teacher, quiet=quiet, calibration_samples=settings.calibration_samples,
-                      data_dir=data_dir)  # fmt: skip
+                      data_dir=data_dir, run_dir=folder)  # fmt: skip
     test = ctx.data("test")
     meas = dict(architecture=architecture, architecture_config=architecture_config, latency_runs=settings.latency_runs)
     con.line(f"[bold]{recipe.settings.name}[/]: {len(recipe.steps)} steps on {settings.dataset}")

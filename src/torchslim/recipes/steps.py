@@ -30,7 +30,7 @@ def _run_deep_compression(model: nn.Module, config: Any, ctx: StepContext) -> tu
 
     result = deep_compress(
         model, config, train_data=ctx.data("train", config.dataset), val_data=ctx.data("val", config.dataset),
-        quiet=ctx.quiet,
+        teacher=ctx.teacher, quiet=ctx.quiet,
     )  # fmt: skip
     report = Report("compress", "deep_compression")
     for stage in result.stages:

@@ -1,0 +1,39 @@
+"""Every recipe in recipes/ runs end to end on a tiny budget (digits, a few optimizer steps)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from torchslim.cli import main
+from torchslim.recipes import load_recipe
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes").glob("*.yaml"))
+TINY = ["--set", "dataset=digits", "--set", "*.max_steps=4", "--set", "latency_runs=2", "--set", "calibration_samples=64"]
+
+
+def test_the_curated_set_is_complete():
+    names = {p.stem for p in RECIPES}
+    assert {"dynamic_int8", "static_int8", "prune_then_int8", "structured_int8", "deep_compression", "nm24_int8",
+            "demo"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipe_validates_at_full_size(path):
+    recipe = load_recipe(path)
+    assert recipe.steps and recipe.settings.dataset == "fashion-mnist"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipe_runs_on_a_tiny_model(path, tmp_path):
+    out = tmp_path / "out"
+    rc = main(["compress", "--model", "lenet5", "--recipe", str(path), "--out", str(out), "--quiet", *TINY])
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["stages"]) == len(load_recipe(path).steps) + 1
+    final = metrics["stages"][-1]
+    assert 0.0 <= final["accuracy"] <= 100.0
+    assert metrics["artifact"]["reload_identical_predictions"] is True
+    assert metrics["artifact"]["size_bytes"] == (out / "model.safetensors").stat().st_size
+    assert (out / "report.html").is_file()
