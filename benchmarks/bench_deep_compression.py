@@ -13,6 +13,7 @@ every accuracy is the Fashion-MNIST test accuracy of the model reloaded from tha
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 
-from _common import setup, write_results  # noqa: E402
+from _common import RESULTS, setup, write_results  # noqa: E402
 from torchslim.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from torchslim.compression import DeepCompressionConfig, deep_compress  # noqa: E402
 from torchslim.data import load_dataset  # noqa: E402
@@ -139,6 +140,14 @@ def main() -> None:
             print(row, flush=True)
     if args.quick:
         return
+    # Re-running some models keeps the other models' rows from the previous results file.
+    previous = RESULTS_FILE.is_file() and json.loads(RESULTS_FILE.read_text())
+    if previous:
+        rows = [r for r in previous["rows"] if r["model"] not in args.models] + rows
+        tables = [t for t in previous.get("bits_tables", []) if t["model"] not in args.models] + tables
+        order = list(CONFIGS)
+        rows.sort(key=lambda r: order.index(r["model"]))
+        tables.sort(key=lambda t: order.index(t["model"]))
     bits_md = ["| model | layer | #weights | kept % | weight bits | weight bits (Huffman) | index bits | "
                "index bits (Huffman) | filler % | bytes | compress rate % |", "|" + "---|" * 11]  # fmt: skip
     for t in tables:
@@ -158,6 +167,7 @@ def main() -> None:
 
 
 TEST: Any = None
+RESULTS_FILE = RESULTS / "deep_compression.json"
 
 if __name__ == "__main__":
     main()

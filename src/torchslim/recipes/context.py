@@ -24,7 +24,7 @@ class StepContext:
     quiet: bool = False
     calibration_samples: int = 512
     data_dir: str | None = None
-    targets: dict[str, Any] | None = None
+    targets: dict[str, Any] | list[str] | None = None
     run_dir: Path | None = None
     _cache: dict[tuple[str, str], ImageData] = field(default_factory=dict)
 

@@ -67,6 +67,13 @@ def _import(name: str) -> Any:
         return None
 
 
+class _Lazy:
+    """A value computed only if the verb takes that argument (data sets load on demand)."""
+
+    def __init__(self, fn: Any) -> None:
+        self.get = fn
+
+
 def _call_verb(verb: Any, model: nn.Module, config: Any, ctx: StepContext, **kw: Any) -> tuple[nn.Module, Report | None]:
     import inspect
 
@@ -76,7 +83,7 @@ def _call_verb(verb: Any, model: nn.Module, config: Any, ctx: StepContext, **kw:
         args["targets"] = ctx.targets
     for k, v in kw.items():
         if k in params:
-            args[k] = v() if callable(v) else v
+            args[k] = v.get() if isinstance(v, _Lazy) else v
     out = verb(model, config, **args)
     if isinstance(out, tuple):
         new, report = out[0], out[1] if len(out) > 1 else None
@@ -100,8 +107,8 @@ def _wire_quantization() -> None:
         return
     for cls in _configs(mod):
         def run(model: nn.Module, config: Any, ctx: StepContext, _v: Any = verb) -> tuple[nn.Module, Report | None]:
-            return _call_verb(_v, model, config, ctx, calib_data=lambda: ctx.calibration(),
-                              train_data=lambda: ctx.data("train"), val_data=lambda: ctx.data("val"),
+            return _call_verb(_v, model, config, ctx, calib_data=_Lazy(lambda: ctx.calibration()),
+                              train_data=_Lazy(lambda: ctx.data("train")), val_data=_Lazy(lambda: ctx.data("val")),
                               teacher=ctx.teacher, quiet=ctx.quiet)  # fmt: skip
 
         # Every quantization method ends in low-precision or integer layers (QAT converts at its end).
@@ -119,8 +126,8 @@ def _wire_pruning() -> None:
     make_permanent = getattr(mod, "make_permanent", None)
     for cls in _configs(mod):
         def run(model: nn.Module, config: Any, ctx: StepContext, _v: Any = verb) -> tuple[nn.Module, Report | None]:
-            new, report = _call_verb(_v, model, config, ctx, calib_data=lambda: ctx.calibration(),
-                                     train_data=lambda: ctx.data("train"), val_data=lambda: ctx.data("val"),
+            new, report = _call_verb(_v, model, config, ctx, calib_data=_Lazy(lambda: ctx.calibration()),
+                                     train_data=_Lazy(lambda: ctx.data("train")), val_data=_Lazy(lambda: ctx.data("val")),
                                      teacher=ctx.teacher, quiet=ctx.quiet)  # fmt: skip
             # Fold masks into the weights: the model saves with its architecture's keys (sparse
             # tensors as bitmask + values) and later fine-tuning steps keep the zeros.

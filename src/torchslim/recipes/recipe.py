@@ -45,7 +45,7 @@ class RecipeStep:
     type: str
     config: BaseModel
     spec: StepType
-    targets: dict[str, Any] | None = None
+    targets: dict[str, Any] | list[str] | None = None
     where: str = ""  # "recipe.yaml:12:5" for messages
 
     def to_dict(self) -> dict[str, Any]:
@@ -307,8 +307,11 @@ def build_recipe(data: dict[str, Any], text: str | None = None, source: str = "<
         if targets is not None:
             if not spec.accepts_targets:
                 raise ConfigError(f"{marks.at((*base, 'targets'))}: step {i + 1} ({spec.type}) takes no 'targets'")
-            if not isinstance(targets, dict):
-                raise ConfigError(f"{marks.at((*base, 'targets'))}: step {i + 1}: 'targets' maps layer patterns to values")
+            if not isinstance(targets, dict | list) or not all(isinstance(k, str) for k in targets):
+                raise ConfigError(
+                    f"{marks.at((*base, 'targets'))}: step {i + 1}: 'targets' is a list of layer patterns or a "
+                    "mapping from layer patterns to values"
+                )
         if "dataset" in spec.config_cls.model_fields and "dataset" not in fields:
             fields["dataset"] = settings.dataset
         try:
