@@ -99,14 +99,14 @@ def quantize(
         new = _swap_linears(model, layers, report, "int8-dynamic",
                             lambda m: Int8DynamicLinear.from_float(m, activation=config.activation),
                             f"per-channel int8 weights, {config.activation.replace('_', '-')} int8 activations")  # fmt: skip
-        _report_unsupported(model, layers, report, "dynamic INT8 covers nn.Linear; StaticInt8Config quantizes Conv2d")
+        _report_unsupported(model, layers, report, "dynamic INT8 covers nn.Linear; StaticInt8Config quantizes Conv2d", (nn.Linear,))
     elif isinstance(config, WeightOnlyConfig):
         layers = _resolve(model, targets, (nn.Linear,))
         new = _swap_linears(model, layers, report, f"int{config.bits}-weight-only",
                             lambda m: WeightOnlyLinear.from_float(m, bits=config.bits, group_size=config.group_size),
                             f"asymmetric int{config.bits}, group {config.group_size}, fp16 scales"
                             f"{', packed 2 per byte' if config.bits == 4 else ''}")  # fmt: skip
-        _report_unsupported(model, layers, report, "weight-only quantization covers nn.Linear")
+        _report_unsupported(model, layers, report, "weight-only quantization covers nn.Linear", (nn.Linear,))
     elif isinstance(config, StaticInt8Config):
         layers = _resolve(model, targets, (nn.Conv2d, nn.Linear))
         assert calib is not None
@@ -116,7 +116,8 @@ def quantize(
             model, list(layers), calib, prec=prec, observer=config.observer, batch_size=config.batch_size,
             percentile=config.percentile, auto_samples=config.auto_samples, report=report, fold_bn=config.fold_bn,
         )  # fmt: skip
-        _report_unsupported(model, layers, report, "no integer kernel for this layer type", skip_bn=config.fold_bn)
+        _report_unsupported(model, layers, report, "no integer kernel for this layer type", (nn.Conv2d, nn.Linear),
+                            skip_bn=config.fold_bn)
     else:
         assert isinstance(config, QATConfig) and calib is not None
         from torchslim.quantization.qat_flow import run_qat
@@ -125,7 +126,8 @@ def quantize(
         prec = Precision(config.weight_bits, config.activation_bits, config.reduce_range, config.per_channel, config.symmetric)
         _check_range(prec)
         new = run_qat(model, list(layers), calib, config, prec, train_data, val_data, report, quiet=quiet)
-        _report_unsupported(model, layers, report, "no integer kernel for this layer type", skip_bn=config.fold_bn)
+        _report_unsupported(model, layers, report, "no integer kernel for this layer type", (nn.Conv2d, nn.Linear),
+                            skip_bn=config.fold_bn)
     _summarize(model, new, report, calib)
     return new, report
 
@@ -221,7 +223,10 @@ def _check_range(prec: Precision) -> None:
             )
 
 
-def _report_unsupported(model: nn.Module, layers: Mapping[str, Any], report: Report, why: str, skip_bn: bool = False) -> None:
+def _report_unsupported(
+    model: nn.Module, layers: Mapping[str, Any], report: Report, why: str, types: tuple[type[nn.Module], ...],
+    skip_bn: bool = False,
+) -> None:  # fmt: skip
     done = {e.name for e in report.layers}
     for name, m in model.named_modules():
         if not name or name in layers or name in done:
@@ -231,7 +236,7 @@ def _report_unsupported(model: nn.Module, layers: Mapping[str, Any], report: Rep
         if skip_bn and isinstance(m, nn.BatchNorm2d):
             report.add(name, type(m).__name__, "skipped", "BatchNorm not after a Conv2d: left in float")
             continue
-        targeted_out = isinstance(m, (nn.Conv2d, nn.Linear))
+        targeted_out = isinstance(m, types)
         report.add(name, type(m).__name__, "skipped", "excluded by targets: kept in float" if targeted_out else f"{why}; left in float")
 
 

@@ -78,7 +78,7 @@ class ActFakeQuant(nn.Module):
 
     def qparams(self) -> tuple[float, int]:
         if self.learn_scale:
-            return float(self.log_scale.exp()), int(self.zp)
+            return float(self.log_scale.detach().exp()), int(self.zp)
         return self.prec.act_qparams(float(self.lo), float(self.hi))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,134 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from torchslim.checkpoint import load_checkpoint, save_checkpoint
+from torchslim.measure import accuracy
+from torchslim.models import create_model
+from torchslim.quantization import QConv2d, QLinear, StaticInt8Config, quantize
+from torchslim.quantization.graph import fold_batchnorm, make_plan, trace
+from torchslim.quantization.static_modules import QTensor
+
+
+def _agree(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((a(x).argmax(1) == b(x).argmax(1)).float().mean())
+
+
+def test_static_int8_lenet5_accuracy_close_to_float(lenet5, digits, calib):
+    test = digits[2]
+    q, report = quantize(lenet5, StaticInt8Config(), calib_data=calib)
+    assert isinstance(q.conv1, QConv2d) and isinstance(q.fc2, QLinear)
+    assert q.conv1.fuse == "relu" and q.fc2.out_float
+    assert accuracy(q, test) >= accuracy(lenet5, test) - 1.0
+    assert report.summary["output_rel_error"] < 0.05
+    # Activations between layers stay integers: conv1 hands a QTensor to conv2.
+    assert isinstance(q.conv1(test.images[:2]), QTensor)
+
+
+def test_resnet_folds_batchnorm_and_fuses_the_residual_add(resnet8, digits, calib):
+    m = resnet8
+    q, report = quantize(m, StaticInt8Config(), calib_data=calib)
+    assert sum(e.action == "folded" for e in report.layers) == 9  # every BN follows a conv
+    assert q.layer1[0].conv2.fuse == "add_relu" and q.layer2[0].conv2.fuse == "add_relu"
+    assert q.layer2[0].shortcut[0].fuse == "none"  # the shortcut conv feeds the add's accumulator
+    assert isinstance(q.layer1[0].bn1, nn.Identity)
+    x = digits[2].images
+    with torch.no_grad():
+        ref, out = m(x), q(x)
+        again = q(x)  # the in-place accumulator must not leak state between calls
+    assert torch.equal(out, again)
+    assert float((out - ref).norm() / ref.norm()) < 0.06
+    assert _agree(m, q, x) >= 0.97
+
+
+def test_fold_batchnorm_is_exact():
+    m = create_model("resnet8").eval()
+    for bn in [b for b in m.modules() if isinstance(b, nn.BatchNorm2d)]:
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():
+        ref = m(x)
+        folded = fold_batchnorm(m)
+        assert len(folded) == 9
+        assert torch.allclose(m(x), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_plan_claims_each_add_once_and_marks_float_outputs():
+    m = create_model("resnet8").eval()
+    fold_batchnorm(m)
+    names = [n for n, x in m.named_modules() if isinstance(x, (nn.Conv2d, nn.Linear))]
+    plan = make_plan(trace(m), names)
+    adds = [lp.add_node for lp in plan.layers.values() if lp.add_node]
+    assert len(adds) == len(set(adds)) == 3
+    assert [n for n, lp in plan.layers.items() if lp.out_float] == ["fc"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("observer", ["minmax", "moving_average", "percentile", "mse", "kl", "auto"])
+def test_every_observer_gives_an_accurate_model(observer, lenet5, digits, calib):
+    test = digits[2]
+    q, report = quantize(lenet5, StaticInt8Config(observer=observer, auto_samples=64), calib_data=calib)
+    assert accuracy(q, test) >= accuracy(lenet5, test) - 2.0
+    if observer == "auto":
+        details = " ".join(e.detail for e in report.layers)
+        assert "input range: " in details and "output range: " in details
+
+
+def test_per_tensor_and_symmetric_variants(lenet5, digits, calib):
+    x = digits[2].images
+    for cfg in (StaticInt8Config(per_channel=False), StaticInt8Config(symmetric=True),
+                StaticInt8Config(reduce_range="activations")):  # fmt: skip
+        q, _ = quantize(lenet5, cfg, calib_data=calib)
+        assert _agree(lenet5, q, x) >= 0.95, cfg
+    q, _ = quantize(lenet5, StaticInt8Config(symmetric=True), calib_data=calib)
+    assert int(q.conv1.input_qparams[1]) == 128  # symmetric activations: zero point at mid-range
+
+
+def test_checkpoint_holds_int8_and_reloads_identically(lenet5, resnet8, calib, tmp_path, digits):
+    x = digits[2].images[:64]
+    for name, m in (("lenet5", lenet5), ("resnet8", resnet8)):
+        q, _ = quantize(m, StaticInt8Config(), calib_data=calib)
+        pf = save_checkpoint(m, tmp_path / f"{name}-f.safetensors", architecture=name)
+        pq = save_checkpoint(q, tmp_path / f"{name}-q.safetensors", architecture=name)
+        ratio = pf.stat().st_size / pq.stat().st_size
+        assert ratio > (3.8 if name == "lenet5" else 3.0), (name, ratio)
+        q2, _ = load_checkpoint(pq)
+        with torch.no_grad():
+            assert torch.equal(q(x), q2(x))
+        assert q2.get_submodule("conv1").weight_int8.dtype == torch.int8
+
+
+def test_mixed_precision_keeps_targeted_layers_in_float(lenet5, calib):
+    q, report = quantize(lenet5, StaticInt8Config(), calib_data=calib, targets={"fc2": None, "re:conv.*": True})
+    assert type(q.fc2) is nn.Linear and isinstance(q.conv1, QConv2d) and isinstance(q.fc1, QLinear)
+    entry = next(e for e in report.layers if e.name == "fc2")
+    assert entry.action == "skipped" and "kept in float" in entry.detail
+    assert q.fc1.out_float  # its consumer is float now, so it emits float
+
+
+class WithUnsupported(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3)
+        self.norm = nn.GroupNorm(2, 8)
+        self.conv2 = nn.Conv2d(8, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(torch.relu(self.conv(x)))
+        x = torch.sigmoid(self.conv2(x)) * 2  # ops with no integer handler run in float
+        return self.fc(x.mean((2, 3)))
+
+
+def test_unsupported_layers_stay_float_and_are_reported(calib):
+    m = WithUnsupported().eval()
+    q, report = quantize(m, StaticInt8Config(), calib_data=calib)
+    norm = next(e for e in report.layers if e.name == "norm")
+    assert norm.action == "skipped" and "no integer kernel" in norm.detail and type(q.norm) is nn.GroupNorm
+    assert "norm: " in " ".join(report.summary["skipped"])
+    with torch.no_grad():
+        ref, out = m(calib[:32]), q(calib[:32])
+    assert float((out - ref).norm() / ref.norm()) < 0.05
