@@ -35,6 +35,7 @@ def _apt_descriptions() -> tuple[str, ...]:
 def _python_doc_sentences() -> tuple[str, ...]:
     import pydoc
     import sys
+    import warnings
 
     seen: set[str] = set()
     names = sorted(set(sys.stdlib_module_names))
@@ -42,7 +43,9 @@ def _python_doc_sentences() -> tuple[str, ...]:
         if name.startswith("_") or name in ("antigravity", "this", "idlelib", "tkinter", "turtle", "turtledemo"):
             continue
         try:
-            mod = __import__(name)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                mod = __import__(name)
         except Exception:  # any stdlib module may fail to import on some platform
             continue
         objs = [mod, *(getattr(mod, a, None) for a in dir(mod) if not a.startswith("_"))]

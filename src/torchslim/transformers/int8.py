@@ -136,14 +136,11 @@ def quantize_encoder_int8(
     kept: dict[str, float] = {}
     if config.keep_float:
         kept = _most_sensitive(model, quantized, calibration[:1], config.keep_float)
-    originals = {n: model.get_submodule(n) for n in quantized}
     for name, q in quantized.items():
         if name in kept:
             continue
         _set(model, name, q)
     for name in layers:
-        lin = originals.get(name)
-        w = (lin or model.get_submodule(name)).weight
         before = {"bits": 32, "act_absmax": float(stats[name].absmax.max()) if name in stats else None}
         if name in unused:
             report.add(name, "Linear", "skipped", "never called on the calibration sentences (e.g. an unused pooler)", before=before)

@@ -34,14 +34,15 @@ def tiny_bert_config(**overrides: Any) -> Any:
     return BertConfig(**kw)
 
 
-def tiny_bert(seed: int = 0, **overrides: Any) -> nn.Module:
+def tiny_bert(seed: int = 0, *, pooler: bool = False, **overrides: Any) -> nn.Module:
     """A randomly initialised tiny ``BertModel`` in eval mode (seeded, so repeatable)."""
     import torch
+
     from transformers import BertModel
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = BertModel(tiny_bert_config(**overrides), add_pooling_layer=False)
+        model = BertModel(tiny_bert_config(**overrides), add_pooling_layer=pooler)
     return model.eval()
 
 
@@ -62,7 +63,7 @@ def tiny_tokenizer(max_length: int = 128) -> Any:
 def save_tiny_bert(folder: str | Path, *, seed: int = 0, tokenizer: bool = True) -> Path:
     """Write a tiny BERT (and its tokenizer) as a Hugging Face model folder."""
     folder = Path(folder)
-    tiny_bert(seed).save_pretrained(str(folder))
+    tiny_bert(seed, pooler=True).save_pretrained(str(folder))  # AutoModel builds the pooler
     if tokenizer:
         tiny_tokenizer().save_pretrained(str(folder))
     return folder

@@ -1,0 +1,257 @@
+"""Pruning for BERT-like encoders: Wanda (unstructured, N:M) and whole heads / FFN neurons.
+
+* :func:`wanda_prune` -- one shot, no retraining: weight ``W_ij`` scores ``|W_ij| * ||X_j||``
+  (its magnitude times the norm of input feature ``j`` on calibration sentences), and the lowest
+  scores of each output row are zeroed (Sun et al., 2024). ``pattern="2:4"`` keeps the best two
+  of every four consecutive inputs instead. The input norms come from the same hooks as the rest
+  of the package (padding excluded); torchslim.pruning's Wanda takes image batches.
+* :func:`prune_heads_and_neurons` -- removes attention heads and FFN neurons physically: the
+  query/key/value rows of a head and the matching output-projection columns are cut out, as are
+  an FFN neuron's row in the first Linear and column in the second, so the model gets smaller
+  and faster. transformers 5 dropped ``prune_heads``; BERT's attention reshapes with ``-1``
+  heads, so shrinking the Linear layers is all it takes.
+
+Head importance is the energy a head sends through the output projection on calibration
+sentences, ``||X_h W_o[:, h]^T||^2``; a neuron's is ``||X_j||^2 * ||W_out[:, j]||^2``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+from pydantic import Field
+
+from torchslim.errors import CompatibilityError, ConfigError, DataError
+from torchslim.layer_report import Report
+from torchslim.targets import resolve_targets
+from torchslim.transformers.calibrate import collect_stats, encoder_blocks, finite_rows
+from torchslim.transformers.embed import Batch
+from torchslim.transformers.int8 import _Config
+
+
+class WandaConfig(_Config):
+    """Wanda one-shot pruning of Linear layers.
+
+    >>> WandaConfig(pattern="2:4").pattern
+    '2:4'
+    """
+
+    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of each row zeroed (unstructured)")
+    pattern: Literal["unstructured", "2:4", "4:8"] = "unstructured"
+    include_outside_blocks: bool = Field(False, description="also prune Linears outside the transformer blocks (pooler)")
+
+
+class StructuredConfig(_Config):
+    """Remove whole attention heads and FFN neurons.
+
+    >>> StructuredConfig(head_fraction=0.25).ffn_fraction
+    0.0
+    """
+
+    head_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of heads removed in every layer")
+    ffn_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of FFN neurons removed in every layer")
+
+
+def _nm(pattern: str) -> tuple[int, int]:
+    n, m = pattern.split(":")
+    return int(n), int(m)
+
+
+@torch.no_grad()
+def wanda_prune(
+    model: nn.Module, calibration: Sequence[Batch], config: WandaConfig | None = None, *, targets: dict[str, Any] | None = None
+) -> tuple[nn.Module, Report]:
+    """A copy of ``model`` with Wanda-pruned Linear weights (zeros kept in the dense weight).
+
+    >>> from torchslim.transformers.testing import tiny_bert, tiny_tokenizer
+    >>> from torchslim.transformers.calibrate import calibration_batches
+    >>> cal = calibration_batches(tiny_tokenizer(), ["a sample sentence", "another one"])
+    >>> p, rep = wanda_prune(tiny_bert(), cal, WandaConfig(pattern="2:4"))
+    >>> round(rep.summary["sparsity"], 3)
+    0.5
+    """
+    config = config or WandaConfig()
+    if not calibration:
+        raise DataError("Wanda needs calibration sentences for its input norms")
+    if config.pattern == "unstructured" and config.sparsity == 0:
+        raise ConfigError("WandaConfig: sparsity 0 prunes nothing; give a fraction such as 0.5")
+    model = copy.deepcopy(model).eval()
+    blocks_name, _ = encoder_blocks(model)
+    chosen = resolve_targets(model, targets, default=True, types=[nn.Linear])
+    names = [n for n in chosen if config.include_outside_blocks or n.startswith(blocks_name + ".")]
+    stats = collect_stats(model, calibration, names, gram=False)
+    sq = _input_sq_norms(model, calibration, [n for n in names if n in stats])
+    report = Report("prune", f"wanda-{config.pattern}")
+    total = zeros = 0
+    for name in chosen:
+        lin = model.get_submodule(name)
+        if name not in sq:
+            why = "outside the transformer blocks" if name not in names else "never called on the calibration sentences"
+            report.add(name, "Linear", "skipped", why)
+            continue
+        w = lin.weight
+        score = w.abs() * sq[name].sqrt().unsqueeze(0)
+        if config.pattern == "unstructured":
+            k = int(round(w.shape[1] * config.sparsity))
+            mask = torch.ones_like(w, dtype=torch.bool)
+            if k:
+                idx = score.topk(k, dim=1, largest=False).indices
+                mask.scatter_(1, idx, False)
+        else:
+            n, m = _nm(config.pattern)
+            if w.shape[1] % m:
+                report.add(name, "Linear", "skipped", f"{w.shape[1]} inputs is not a multiple of {m}")
+                continue
+            g = score.view(w.shape[0], -1, m)
+            keep = g.topk(n, dim=2).indices
+            mask = torch.zeros_like(g, dtype=torch.bool).scatter_(2, keep, True).view_as(w)
+        w.mul_(mask)
+        z = int((~mask).sum())
+        total += w.numel()
+        zeros += z
+        report.add(name, "Linear", "pruned", f"wanda {config.pattern}", before={"sparsity": 0.0}, after={"sparsity": z / w.numel()})
+    report.summary.update(sparsity=zeros / total if total else 0.0, pruned_layers=sum(e.action == "pruned" for e in report.layers))
+    return model, report
+
+
+def _input_sq_norms(model: nn.Module, batches: Sequence[Batch], names: list[str]) -> dict[str, torch.Tensor]:
+    """Sum over calibration tokens of ``x_j^2`` for each Linear's input feature ``j``."""
+    out: dict[str, torch.Tensor] = {}
+    keep: dict[str, torch.Tensor | None] = {"mask": None}
+    hooks = []
+    for n in names:
+        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], n: str = n) -> None:
+            x = finite_rows(inp[0], keep["mask"])
+            s = (x * x).sum(0)
+            out[n] = out[n] + s if n in out else s
+
+        hooks.append(model.get_submodule(n).register_forward_pre_hook(hook))
+    try:
+        with torch.inference_mode():
+            for b in batches:
+                keep["mask"] = b.attention_mask.bool()
+                model(**b.as_kwargs())
+    finally:
+        for h in hooks:
+            h.remove()
+    return out
+
+
+# ----------------------------------------------------------------------------- structured
+def _bert_parts(block: nn.Module) -> dict[str, nn.Module]:
+    try:
+        att = block.attention
+        return {
+            "self": att.self, "q": att.self.query, "k": att.self.key, "v": att.self.value,
+            "o": att.output.dense, "up": block.intermediate.dense, "down": block.output.dense,
+        }  # fmt: skip
+    except AttributeError as exc:
+        raise CompatibilityError(
+            f"structured pruning knows BERT-style blocks (attention.self.query/key/value, attention.output.dense, "
+            f"intermediate.dense, output.dense); {type(block).__name__} differs ({exc})"
+        ) from exc
+
+
+def _shrink(lin: nn.Linear, *, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> nn.Linear:
+    w = lin.weight.detach()
+    b = lin.bias.detach() if lin.bias is not None else None
+    if rows is not None:
+        w = w[rows]
+        b = b[rows] if b is not None else None
+    if cols is not None:
+        w = w[:, cols]
+    new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+    with torch.no_grad():
+        new.weight.copy_(w)
+        if b is not None:
+            new.bias.copy_(b)
+    return new
+
+
+@torch.no_grad()
+def prune_heads_and_neurons(
+    model: nn.Module, calibration: Sequence[Batch], config: StructuredConfig
+) -> tuple[nn.Module, Report]:
+    """A copy of ``model`` with the least important heads and FFN neurons removed.
+
+    >>> from torchslim.transformers.testing import tiny_bert, tiny_tokenizer
+    >>> from torchslim.transformers.calibrate import calibration_batches
+    >>> cal = calibration_batches(tiny_tokenizer(), ["a sample sentence", "another one"])
+    >>> p, rep = prune_heads_and_neurons(tiny_bert(), cal, StructuredConfig(head_fraction=0.5, ffn_fraction=0.25))
+    >>> p.encoder.layer[0].attention.self.query.out_features, p.encoder.layer[0].intermediate.dense.out_features
+    (16, 48)
+    """
+    if config.head_fraction == 0 and config.ffn_fraction == 0:
+        raise ConfigError("StructuredConfig: head_fraction and ffn_fraction are both 0; nothing to prune")
+    if not calibration:
+        raise DataError("structured pruning needs calibration sentences to rank heads and neurons")
+    model = copy.deepcopy(model).eval()
+    blocks_name, blocks = encoder_blocks(model)
+    parts = [_bert_parts(b) for b in blocks]
+    ctx: dict[str, torch.Tensor] = {}
+    keep_mask: dict[str, torch.Tensor | None] = {"mask": None}
+    head_size: list[int] = []
+    hooks = []
+    for i, p in enumerate(parts):
+        hs = int(p["self"].attention_head_size)
+        head_size.append(hs)
+        o, down = p["o"], p["down"]
+
+        def o_hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], i: int = i, hs: int = hs) -> None:
+            x = finite_rows(inp[0], keep_mask["mask"])  # [tokens, heads * hs]
+            w = mod.weight  # [hidden, heads * hs]
+            heads = x.shape[1] // hs
+            e = torch.stack([(x[:, h * hs : (h + 1) * hs] @ w[:, h * hs : (h + 1) * hs].T).pow(2).sum() for h in range(heads)])
+            ctx[f"h{i}"] = ctx[f"h{i}"] + e if f"h{i}" in ctx else e
+
+        def d_hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], i: int = i) -> None:
+            x = finite_rows(inp[0], keep_mask["mask"])
+            e = (x * x).sum(0) * mod.weight.pow(2).sum(0)
+            ctx[f"f{i}"] = ctx[f"f{i}"] + e if f"f{i}" in ctx else e
+
+        hooks += [o.register_forward_pre_hook(o_hook), down.register_forward_pre_hook(d_hook)]
+    try:
+        with torch.inference_mode():
+            for b in calibration:
+                keep_mask["mask"] = b.attention_mask.bool()
+                model(**b.as_kwargs())
+    finally:
+        for h in hooks:
+            h.remove()
+    report = Report("prune", "structured-heads-ffn")
+    before_params = sum(p.numel() for p in model.parameters())
+    for i, (blk, p) in enumerate(zip(blocks, parts, strict=True)):
+        prefix = f"{blocks_name}.{i}"
+        hs = head_size[i]
+        if config.head_fraction > 0:
+            imp = ctx[f"h{i}"].clone()
+            heads = imp.numel()
+            n_drop = min(int(round(heads * config.head_fraction)), heads - 1)  # a layer keeps >= 1 head
+            keep = torch.sort(imp.argsort(descending=True)[: heads - n_drop]).values
+            cols = torch.cat([torch.arange(h * hs, (h + 1) * hs) for h in keep.tolist()])
+            att = blk.attention
+            att.self.query = _shrink(p["q"], rows=cols)
+            att.self.key = _shrink(p["k"], rows=cols)
+            att.self.value = _shrink(p["v"], rows=cols)
+            att.output.dense = _shrink(p["o"], cols=cols)
+            att.self.num_attention_heads = len(keep)
+            att.self.all_head_size = len(keep) * hs
+            dropped = sorted(set(range(heads)) - set(keep.tolist()))
+            report.add(f"{prefix}.attention", "attention", "pruned", f"removed heads {dropped}",
+                       before={"heads": heads}, after={"heads": len(keep)})  # fmt: skip
+        if config.ffn_fraction > 0:
+            imp = ctx[f"f{i}"]
+            n = imp.numel()
+            n_keep = max(1, n - int(round(n * config.ffn_fraction)))
+            keep = torch.sort(imp.argsort(descending=True)[:n_keep]).values
+            blk.intermediate.dense = _shrink(p["up"], rows=keep)
+            blk.output.dense = _shrink(p["down"], cols=keep)
+            report.add(f"{prefix}.ffn", "ffn", "pruned", f"removed {n - n_keep} of {n} neurons",
+                       before={"neurons": n}, after={"neurons": n_keep})  # fmt: skip
+    after_params = sum(p.numel() for p in model.parameters())
+    report.summary.update(params_before=before_params, params_after=after_params)
+    return model, report

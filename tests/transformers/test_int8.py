@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from torchslim.errors import ConfigError, DataError, TargetError
+from torchslim.measure import embedding_fidelity
+from torchslim.quantization import Int8DynamicLinear
+from torchslim.transformers.embed import encode
+from torchslim.transformers.int8 import EncoderInt8Config, quantize_encoder_int8
+from torchslim.transformers.modules import SmoothedLinear
+
+
+def test_int8_keeps_embeddings_and_leaves_the_input_alone(bert, tok, calib, sentences):
+    before = {k: v.clone() for k, v in bert.state_dict().items()}
+    q, rep = quantize_encoder_int8(bert, calib)
+    assert all(torch.equal(v, bert.state_dict()[k]) for k, v in before.items())
+    assert rep.summary["quantized"] == 12
+    assert all(isinstance(q.get_submodule(e.name), SmoothedLinear) for e in rep.layers)
+    assert all(isinstance(q.get_submodule(e.name).inner, Int8DynamicLinear) for e in rep.layers)
+    fid = embedding_fidelity(encode(bert, tok, sentences[64:]), encode(q, tok, sentences[64:]))
+    assert fid["mean_cos"] > 0.999 and fid["min_cos"] > 0.995
+
+
+def test_smoothing_flattens_activation_outliers(bert, calib):
+    with torch.no_grad():  # plant an outlier channel in the embeddings' LayerNorm output
+        bert.embeddings.LayerNorm.weight[3] = 40.0
+    q, rep = quantize_encoder_int8(bert, calib, EncoderInt8Config(smoothquant_alpha=0.5))
+    e = next(e for e in rep.layers if e.name == "encoder.layer.0.attention.self.query")
+    assert e.after["act_absmax"] < e.before["act_absmax"] / 3
+
+
+def test_smoothed_linear_is_exact_in_float():
+    lin = torch.nn.Linear(8, 4)
+    s = torch.rand(8) + 0.1
+    x = torch.randn(5, 8)
+    assert torch.allclose(SmoothedLinear.wrap(lin, s)(x), lin(x), atol=1e-5)
+
+
+def test_keep_float_keeps_the_most_sensitive(bert, calib):
+    q, rep = quantize_encoder_int8(bert, calib, EncoderInt8Config(keep_float=2))
+    kept = [e.name for e in rep.layers if e.action == "kept-float"]
+    assert len(kept) == 2 and rep.summary["kept_float"] == sorted(kept)
+    assert all(type(q.get_submodule(n)) is torch.nn.Linear for n in kept)
+
+
+def test_targets_none_keeps_a_layer_and_bad_pattern_fails(bert, calib):
+    q, rep = quantize_encoder_int8(bert, calib, targets={"re:.*intermediate.*": None})
+    assert type(q.encoder.layer[0].intermediate.dense) is torch.nn.Linear
+    assert rep.summary["quantized"] == 10
+    with pytest.raises(TargetError):
+        quantize_encoder_int8(bert, calib, targets={"re:nothing_here": None})
+
+
+def test_bad_config_and_data(bert):
+    with pytest.raises(ConfigError, match="smoothquant_alpha"):
+        EncoderInt8Config(smoothquant_alpha=2)
+    with pytest.raises(ConfigError, match="unknown field"):
+        EncoderInt8Config(alpha=0.5)
+    with pytest.raises(DataError, match="at least one batch"):
+        quantize_encoder_int8(bert, [])
