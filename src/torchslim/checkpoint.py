@@ -290,7 +290,7 @@ def check_state_matches(model: nn.Module, tensors: dict[str, torch.Tensor], sour
     """Raise :class:`CheckpointError` naming every missing, unexpected or mis-shaped tensor."""
     own = model.state_dict()
     missing = [k for k in own if k not in tensors]
-    unexpected = [k for k in tensors if k not in own]
+    unexpected = sorted(k for k in tensors if k not in own)
     shapes = [
         f"{k} (checkpoint {tuple(tensors[k].shape)}, model {tuple(own[k].shape)})"
         for k in own
