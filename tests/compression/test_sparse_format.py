@@ -70,3 +70,15 @@ def test_truncated_layer_bytes_are_an_error():
         unpack_layer(data[:-5], idx.numel(), 0)
     with pytest.raises(CheckpointError, match="trailing"):
         unpack_layer(data + b"\0", idx.numel(), 0)
+
+
+def test_dense_layer_stores_no_gap_stream():
+    g = torch.Generator().manual_seed(3)
+    idx = torch.randint(1, 8, (50, 20), generator=g)
+    cb = torch.cat([torch.zeros(1), torch.linspace(-1, 1, 7)])
+    data, stats = pack_layer(idx, cb, 3, 4, float16=False)
+    assert stats.gap_bits_huffman == 0 and stats.entries == 1000
+    # 7 equiprobable symbols: about log2(7) = 2.81 bits each, and nothing for positions.
+    assert 2.7 < stats.value_bits_huffman / 1000 < 2.9
+    w, _, back = unpack_layer(data, 1000, 0)
+    assert torch.equal(w.view(50, 20), cb[idx]) and back.total_bytes == len(data)

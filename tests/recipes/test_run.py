@@ -102,7 +102,7 @@ register_step("test_targets", _Boom, lambda m, c, ctx: (m, None), accepts_target
 
 
 @pytest.mark.slow
-def test_finetune_with_distillation_then_deep_compression(tmp_path):
+def test_finetune_then_deep_compression(tmp_path):
     torch.manual_seed(0)
     recipe = [
         {"type": "finetune", "epochs": 2, "lr": 0.05, "batch_size": 64},

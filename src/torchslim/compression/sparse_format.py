@@ -9,11 +9,12 @@ Figure 2): walking the flattened weight, each non-zero is one *entry* holding
 
 Both symbol streams are then Huffman coded (canonical codes, so only the code lengths are
 stored, 4 bits per symbol of the alphabet). With ``huffman=False`` the same layout holds
-fixed-width codes, which is the paper's "pruned + quantized" stage.
+fixed-width codes, which is the paper's "pruned + quantized" stage. A layer without zeros
+(every gap 1) stores no gap stream at all.
 
 Layout, little-endian::
 
-    u8 flags (1 huffman, 2 float16 codebook, 4 has bias, 8 bias shared)
+    u8 flags (1 huffman, 2 float16 codebook, 4 has bias, 8 bias shared, 16 dense: no gap stream)
     u8 bits, u8 index_bits, u8 bias_bits, u32 entries, u32 value_nbits, u32 gap_nbits
     codebook[2**bits - 1], value code lengths[2**bits] (nibbles), gap code lengths[2**index_bits]
     value stream, gap stream
@@ -32,7 +33,7 @@ from torchslim.compression import huffman
 from torchslim.errors import CheckpointError
 
 _HEAD = struct.Struct("<BBBBIII")
-F_HUFFMAN, F_FP16, F_BIAS, F_BIAS_SHARED = 1, 2, 4, 8
+F_HUFFMAN, F_FP16, F_BIAS, F_BIAS_SHARED, F_DENSE = 1, 2, 4, 8, 16
 
 
 @dataclass
@@ -156,12 +157,13 @@ def pack_layer(
         raise ValueError(f"codebook must have {k} entries with entry 0 == 0")
     flat = indices.detach().flatten().to(torch.int64).numpy()
     values, gsyms = sparse_entries(flat, index_bits)
+    dense = bool((gsyms == 0).all())  # no zeros: positions are implied, store no gaps
     vlen = _stream_lengths(values, k, bits, use_huffman)
     glen = _stream_lengths(gsyms, 1 << index_bits, index_bits, use_huffman)
     vdata, vnbits = huffman.encode(values, vlen)
-    gdata, gnbits = huffman.encode(gsyms, glen)
+    gdata, gnbits = (b"", 0) if dense else huffman.encode(gsyms, glen)
     fdt = np.float16 if float16 else np.float32
-    flags = (F_HUFFMAN if use_huffman else 0) | (F_FP16 if float16 else 0)
+    flags = (F_HUFFMAN if use_huffman else 0) | (F_FP16 if float16 else 0) | (F_DENSE if dense else 0)
     tail = b""
     if bias is not None or bias_indices is not None:
         flags |= F_BIAS
@@ -183,7 +185,8 @@ def pack_layer(
     body = (
         _HEAD.pack(flags, bits, index_bits, bias_bits, len(values), vnbits, gnbits)
         + codebook[1:].detach().numpy().astype(fdt).tobytes()
-        + (_nibbles(vlen) + _nibbles(glen) if use_huffman else b"")
+        + (_nibbles(vlen) if use_huffman else b"")
+        + (_nibbles(glen) if use_huffman and not dense else b"")
         + vdata
         + gdata
         + tail
@@ -191,7 +194,8 @@ def pack_layer(
     stats = LayerBits(
         weights=flat.size, nonzero=int((flat != 0).sum()), entries=len(values), bits=bits, index_bits=index_bits,
         value_bits_fixed=len(values) * bits, value_bits_huffman=_huffman_bits(values, k),
-        gap_bits_fixed=len(values) * index_bits, gap_bits_huffman=_huffman_bits(gsyms, 1 << index_bits),
+        gap_bits_fixed=0 if dense else len(values) * index_bits,
+        gap_bits_huffman=0 if dense else _huffman_bits(gsyms, 1 << index_bits),
         overhead_bytes=len(body) - len(vdata) - len(gdata), total_bytes=len(body),
     )  # fmt: skip
     return body, stats
@@ -205,13 +209,16 @@ def unpack_layer(data: bytes, numel: int, bias_numel: int) -> tuple[torch.Tensor
     k = 1 << bits
     use_huffman = bool(flags & F_HUFFMAN)
     centroids = np.frombuffer(r.take((k - 1) * np.dtype(fdt).itemsize), dtype=fdt).astype(np.float32)
-    if use_huffman:
-        vlen = _unnibbles(r.take((k + 1) // 2), k)
+    dense = bool(flags & F_DENSE)
+    vlen = _unnibbles(r.take((k + 1) // 2), k) if use_huffman else huffman.fixed_lengths(k, bits)
+    if dense:
+        glen = []
+    elif use_huffman:
         glen = _unnibbles(r.take(((1 << index_bits) + 1) // 2), 1 << index_bits)
     else:
-        vlen, glen = huffman.fixed_lengths(k, bits), huffman.fixed_lengths(1 << index_bits, index_bits)
+        glen = huffman.fixed_lengths(1 << index_bits, index_bits)
     values = huffman.decode(r.take((vnbits + 7) // 8), entries, vlen)
-    gsyms = huffman.decode(r.take((gnbits + 7) // 8), entries, glen)
+    gsyms = [0] * entries if dense else huffman.decode(r.take((gnbits + 7) // 8), entries, glen)
     idx = dense_from_entries(values, gsyms, numel)
     table = np.concatenate([[0.0], centroids]).astype(np.float32)
     weight = torch.from_numpy(table[idx])
@@ -231,7 +238,8 @@ def unpack_layer(data: bytes, numel: int, bias_numel: int) -> tuple[torch.Tensor
     stats = LayerBits(
         weights=numel, nonzero=int((idx != 0).sum()), entries=entries, bits=bits, index_bits=index_bits,
         value_bits_fixed=entries * bits, value_bits_huffman=_huffman_bits(np.asarray(values, dtype=np.int64), k),
-        gap_bits_fixed=entries * index_bits, gap_bits_huffman=_huffman_bits(np.asarray(gsyms, dtype=np.int64), 1 << index_bits), overhead_bytes=len(data) - (vnbits + 7) // 8 - (gnbits + 7) // 8,
+        gap_bits_fixed=0 if dense else entries * index_bits,
+        gap_bits_huffman=0 if dense else _huffman_bits(np.asarray(gsyms, dtype=np.int64), 1 << index_bits), overhead_bytes=len(data) - (vnbits + 7) // 8 - (gnbits + 7) // 8,
         total_bytes=len(data),
     )  # fmt: skip
     return weight, bias, stats
