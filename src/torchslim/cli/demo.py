@@ -25,36 +25,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from torchslim.cli._common import console, print_table
-    from torchslim.io import atomic_dir, write_json
-    from torchslim.measure.evaluate import evaluate
+    from torchslim.errors import OutputExistsError
     from torchslim.training.baseline import baseline_path, get_baseline
 
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise OutputExistsError(f"{out} already exists; pass --force to replace it")
     path = baseline_path(args.model)
-    console.print(f"[bold]baseline[/] {args.model}: {'reusing ' + str(path) if path.is_file() else 'training (cached afterwards)'}")
-    model, meta = get_baseline(args.model)
-    with atomic_dir(args.out, force=args.force) as out:
-        base = evaluate(model, checkpoint=path, architecture=args.model, data_dir=args.data_dir)
-        rows = [[f"{args.model} FP32", base["accuracy"], base["size_bytes"], 1.0, base["latency_ms_b1"], base["latency_ms_b64"], base["macs"], base["sparsity"]]]
-        results = {"baseline": base, "steps": []}
-        recipe = Path(args.recipe)
-        if recipe.is_file():
-            from torchslim.recipes import compress
+    console.print(f"[bold]baseline[/] {args.model}: {'reusing ' + str(path) if path.is_file() else 'training it now (cached afterwards)'}")
+    model, _ = get_baseline(args.model)
+    from torchslim.recipes import compress
 
-            res = compress(model, recipe, out=out / "compressed", architecture=args.model, data_dir=args.data_dir, force=True)
-            results["steps"] = res.get("steps", []) if isinstance(res, dict) else []
-            for st in results["steps"]:
-                m = st.get("metrics", {})
-                if "accuracy" in m:
-                    rows.append([st.get("name", st.get("type")), m["accuracy"], m.get("size_bytes"),
-                                 base["size_bytes"] / m["size_bytes"] if m.get("size_bytes") else None,
-                                 m.get("latency_ms_b1"), m.get("latency_ms_b64"), m.get("macs"), m.get("sparsity")])  # fmt: skip
-        else:
-            console.print(f"(no recipe at {recipe}; showing the baseline only)")
-        write_json(out / "results.json", results)
-        cols = ["model", "accuracy %", "size (bytes)", "compression", "latency b1 (ms)", "latency b64 (ms)", "MACs", "sparsity"]
-        md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        md += ["| " + " | ".join("" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v)) for v in r) + " |" for r in rows]
-        (out / "report.md").write_text(f"# torchslim demo: {args.model} on Fashion-MNIST (test split)\n\n" + "\n".join(md) + "\n")
-    print_table(f"torchslim demo: {args.model} on Fashion-MNIST test set", cols, rows)
-    console.print(f"report: {Path(args.out) / 'report.md'}")
+    console.print(f"[bold]recipe[/] {args.recipe}")
+    res = compress(model, args.recipe, out=out, force=args.force, architecture=args.model, data_dir=args.data_dir)
+    base = res.stages[0]
+    cols = ["step", "accuracy %", "size (bytes)", "compression", "latency b1 (ms)", "latency b64 (ms)", "MACs", "sparsity"]
+    rows = [
+        [st["name"], st["accuracy"], st["size_bytes"], base["size_bytes"] / st["size_bytes"], st["latency_ms_b1"],
+         st["latency_ms_b64"], st.get("macs"), st["sparsity"]]
+        for st in res.stages
+    ]  # fmt: skip
+    print_table(f"torchslim demo: {args.model} on the Fashion-MNIST test set (10,000 images)", cols, rows)
+    console.print(f"report: {out / 'report.html'} (also report.md, metrics.json; artifact {out / 'model.safetensors'})")
     return 0
