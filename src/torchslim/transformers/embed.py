@@ -134,8 +134,11 @@ def encode(
     batch_size: int = 64,
     max_length: int | None = 128,
     normalize: bool = True,
+    pad_to: int | None = None,
 ) -> torch.Tensor:
     """Sentence embeddings ``[len(sentences), hidden]`` (mean-pooled, L2-normalised).
+
+    ``pad_to`` pads every batch to that many tokens (one input shape, for compiled models).
 
     >>> from torchslim.transformers.testing import tiny_bert, tiny_tokenizer
     >>> encode(tiny_bert(), tiny_tokenizer(), ["a b", "c"]).shape
@@ -145,7 +148,8 @@ def encode(
         model.eval()
     out = []
     for i in range(0, len(sentences), batch_size):
-        b = tokenize(tokenizer, sentences[i : i + batch_size], max_length=max_length, model=model if isinstance(model, nn.Module) else None)
+        b = tokenize(tokenizer, sentences[i : i + batch_size], max_length=max_length, pad_to=pad_to,
+                     model=model if isinstance(model, nn.Module) else None)  # fmt: skip
         h = _hidden(model(**b.as_kwargs()))
         e = mean_pool(h.float(), b.attention_mask)
         out.append(torch.nn.functional.normalize(e, dim=-1) if normalize else e)

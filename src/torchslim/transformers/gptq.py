@@ -70,14 +70,23 @@ def _group_params(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tenso
     return s, zp
 
 
+def _group_params_sym(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric ``(scale, zero point 0)`` per row: ``max|w| / (2^(b-1) - 1)``, float32."""
+    s = (w.abs().amax(1) / (2 ** (bits - 1) - 1)).clamp(min=1e-12)
+    return s, torch.zeros_like(s)
+
+
 @torch.no_grad()
 def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, *, bits: int = 4, group_size: int = 32,
-                  damp: float = 0.01, block_size: int = 128, act_order: bool = False
+                  damp: float = 0.01, block_size: int = 128, act_order: bool = False, symmetric: bool = False,
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, float]]:  # fmt: skip
     """GPTQ one weight ``[out, in]`` given ``H = X^T X`` ``[in, in]``.
 
-    Returns ``(q [out, in] uint8, scale [out, groups] fp16, zero_point [out, groups] uint8, info)``.
-    Groups are over the original column order (so the result loads into ``WeightOnlyLinear``).
+    Returns ``(q [out, in], scale [out, groups], zero_point [out, groups], info)``: asymmetric
+    (default) gives uint8 ``q``, fp16 scales and uint8 zero points, as ``WeightOnlyLinear``
+    stores them; ``symmetric=True`` gives int8 ``q`` in ``[-(2^(b-1)-1), 2^(b-1)-1]``, float32
+    scales and zero points 0 (per-channel INT8 when ``group_size >= in``).
+    Groups are over the original column order.
 
     >>> torch.manual_seed(0) and None
     >>> w, x = torch.randn(8, 64), torch.randn(256, 64)
@@ -87,7 +96,10 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, *, bits: int = 4,
     """
     W = weight.detach().float().clone()
     out_f, in_f = W.shape
-    qmax = 2**bits - 1
+    group_size = min(group_size, in_f)
+    block_size = max(block_size - block_size % group_size, group_size)
+    params = _group_params_sym if symmetric else _group_params
+    qmin, qmax = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
     H = hessian.detach().double().clone()
     dead = torch.diag(H) == 0
     H[dead, dead] = 1.0
@@ -103,7 +115,7 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, *, bits: int = 4,
     fixed = act_order
     if fixed:
         for g in range(groups):
-            scales[:, g], zps[:, g] = _group_params(W[:, g * group_size : (g + 1) * group_size], bits)
+            scales[:, g], zps[:, g] = params(W[:, g * group_size : (g + 1) * group_size], bits)
     W = W[:, perm]
     Hp = H[perm][:, perm]
     try:
@@ -122,10 +134,10 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, *, bits: int = 4,
             col = int(perm[i1 + i])
             g = col // group_size
             if not fixed and col % group_size == 0:
-                scales[:, g], zps[:, g] = _group_params(W1[:, i : i + group_size], bits)
+                scales[:, g], zps[:, g] = params(W1[:, i : i + group_size], bits)
             s, z = scales[:, g], zps[:, g]
             w = W1[:, i]
-            q = torch.clamp(torch.round(w / s) + z, 0, qmax)
+            q = torch.clamp(torch.round(w / s) + z, qmin, qmax)
             Q[:, i1 + i] = q
             deq = (q - z) * s
             err = (w - deq) / U1[i, i]
@@ -136,22 +148,28 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, *, bits: int = 4,
     deq = (Q - zps.repeat_interleave(group_size, 1)[:, :in_f]) * scales.repeat_interleave(group_size, 1)[:, :in_f]
     w0 = weight.detach().float()
     Hf = hessian.float()
-    rtn = _rtn(w0, bits, group_size)
+    rtn = _rtn(w0, bits, group_size, symmetric)
 
-    def out_err(wq: torch.Tensor) -> float:
+    norm = max(float(((w0 @ Hf) * w0).sum()), 1e-12)
+
+    def out_err(wq: torch.Tensor) -> float:  # ||X (Wq - W)^T||^2 / ||X W^T||^2
         d = wq - w0
-        return float(torch.einsum("oi,ij,oj->", d, Hf, d) / max(float(torch.einsum("oi,ij,oj->", w0, Hf, w0)), 1e-12))
+        return float(((d @ Hf) * d).sum()) / norm
 
     info = {"gptq_out_err": out_err(deq), "rtn_out_err": out_err(rtn)}
+    if symmetric:
+        return Q.to(torch.int8), scales, zps, info
     return Q.to(torch.uint8), scales.half(), zps.to(torch.uint8), info
 
 
-def _rtn(w: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
+def _rtn(w: torch.Tensor, bits: int, group_size: int, symmetric: bool = False) -> torch.Tensor:
     out = torch.empty_like(w)
+    params = _group_params_sym if symmetric else _group_params
+    lo, hi = (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1) if symmetric else (0, 2**bits - 1)
     for g0 in range(0, w.shape[1], group_size):
         blk = w[:, g0 : g0 + group_size]
-        s, z = _group_params(blk, bits)
-        q = torch.clamp(torch.round(blk / s[:, None]) + z[:, None], 0, 2**bits - 1)
+        s, z = params(blk, bits)
+        q = torch.clamp(torch.round(blk / s[:, None]) + z[:, None], lo, hi)
         out[:, g0 : g0 + group_size] = (q - z[:, None]) * s[:, None]
     return out
 

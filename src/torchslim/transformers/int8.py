@@ -62,6 +62,7 @@ class EncoderInt8Config(_Config):
 
     smoothquant_alpha: float | None = Field(0.5, ge=0.0, le=1.0, description="migration strength; None: no smoothing")
     activation: Literal["per_token", "per_tensor"] = "per_token"
+    weight_rounding: Literal["nearest", "gptq"] = Field("nearest", description="gptq: compensate rounding with calibration inputs")
     keep_float: int = Field(0, ge=0, description="keep this many most sensitive Linear layers in float")
     calibration_sentences: int = Field(512, ge=1)
     max_length: int = Field(128, ge=2)
@@ -82,14 +83,24 @@ def _pooled(model: nn.Module, batches: Sequence[Batch]) -> torch.Tensor:
     return torch.cat(outs)
 
 
-def _quantized_layer(lin: nn.Linear, smooth: torch.Tensor | None, activation: str) -> nn.Module:
+def _quantized_layer(lin: nn.Linear, smooth: torch.Tensor | None, activation: str, gram: torch.Tensor | None) -> nn.Module:
     from torchslim.quantization.modules import Int8DynamicLinear
 
+    inner = lin if smooth is None else SmoothedLinear.wrap(lin, smooth).inner
+    q = Int8DynamicLinear.from_float(inner, activation=activation)  # type: ignore[arg-type]
+    if gram is not None:  # GPTQ rounding of the per-channel INT8 weight (symmetric, one group)
+        from torchslim.transformers.gptq import gptq_quantize
+
+        if smooth is not None:  # the inner layer sees x * (1 / smooth)
+            d = 1.0 / smooth
+            gram = gram * d[:, None] * d[None, :]
+        qw, sc, _, _ = gptq_quantize(inner.weight, gram, bits=8, group_size=inner.in_features, symmetric=True)
+        q.weight_int8.copy_(qw)
+        q.weight_scale.copy_(sc[:, 0])
     if smooth is None:
-        return Int8DynamicLinear.from_float(lin, activation=activation)  # type: ignore[arg-type]
-    wrapped = SmoothedLinear.wrap(lin, smooth)
-    q = Int8DynamicLinear.from_float(wrapped.inner, activation=activation)  # type: ignore[arg-type, arg-type]
-    wrapped.inner = q
+        return q
+    wrapped = SmoothedLinear(q, lin.in_features)
+    wrapped.input_scale.copy_(1.0 / smooth)
     return wrapped
 
 
@@ -103,7 +114,9 @@ def quantize_encoder_int8(
     """A copy of ``model`` with INT8 Linear layers; returns ``(model, report)``.
 
     ``calibration``: tokenized batches (:func:`~torchslim.transformers.calibrate.calibration_batches`).
-    ``targets``: the one targeting rule over Linear layers (``None`` value = keep in float).
+    ``targets``: the one targeting rule over Linear layers: ``None`` keeps a layer in float,
+    ``"per_token"`` / ``"per_tensor"`` choose its activation granularity, anything else uses
+    ``config.activation``.
 
     >>> from torchslim.transformers.testing import tiny_bert, tiny_tokenizer
     >>> from torchslim.transformers.calibrate import calibration_batches
@@ -121,10 +134,11 @@ def quantize_encoder_int8(
         raise ConfigError("no Linear layer to quantize: the targets leave none")
     t0 = time.perf_counter()
     model = copy.deepcopy(model).eval()
-    stats = collect_stats(model, calibration, list(layers))
+    stats = collect_stats(model, calibration, list(layers), gram=config.weight_rounding == "gptq")
     report = Report("quantize", "encoder-int8")
     unused = [n for n in layers if n not in stats]
     quantized: dict[str, nn.Module] = {}
+    acts: dict[str, str] = {}
     for name in layers:
         lin = model.get_submodule(name)
         if name not in stats:
@@ -132,7 +146,9 @@ def quantize_encoder_int8(
         smooth = None
         if config.smoothquant_alpha is not None:
             smooth = smoothing_scales(stats[name].absmax, [lin.weight], config.smoothquant_alpha)
-        quantized[name] = _quantized_layer(lin, smooth, config.activation)
+        act = layers[name] if layers[name] in ("per_token", "per_tensor") else config.activation
+        acts[name] = act
+        quantized[name] = _quantized_layer(lin, smooth, act, stats[name].gram)
     kept: dict[str, float] = {}
     if config.keep_float:
         kept = _most_sensitive(model, quantized, calibration[:1], config.keep_float)
@@ -147,7 +163,7 @@ def quantize_encoder_int8(
         elif name in kept:
             report.add(name, "Linear", "kept-float", f"among the {config.keep_float} most sensitive (alone: 1 - cos = {kept[name]:.2e})", before=before)
         else:
-            detail = f"per-channel int8 weights, {config.activation.replace('_', '-')} int8 activations"
+            detail = f"per-channel int8 weights ({config.weight_rounding} rounding), {acts[name].replace('_', '-')} int8 activations"
             after: dict[str, Any] = {"bits": 8}
             if config.smoothquant_alpha is not None:
                 s = quantized[name].input_scale  # type: ignore[union-attr]

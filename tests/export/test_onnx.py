@@ -1,0 +1,110 @@
+import sys
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from torchslim.errors import (
+    CompatibilityError,
+    ConfigError,
+    MissingDependencyError,
+    OutputExistsError,
+)
+from torchslim.export import ExportConfig, OrtEncoder, export_onnx, ort_session
+from torchslim.models import create_model
+from torchslim.quantization import Int8DynamicLinear, WeightOnlyLinear
+from torchslim.transformers.calibrate import calibration_batches
+from torchslim.transformers.gptq import quantize_encoder_gptq
+from torchslim.transformers.int8 import EncoderInt8Config, quantize_encoder_int8
+from torchslim.transformers.testing import tiny_bert, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def calib():
+    from torchslim.transformers.corpus import load_sentences
+
+    return calibration_batches(tiny_tokenizer(), load_sentences(32), batch_size=16)
+
+
+def _ref(model, x):
+    with torch.no_grad():
+        return model(**x).last_hidden_state.numpy()
+
+
+def test_fp32_classifier_matches_pytorch(tmp_path):
+    m = create_model("lenet5")
+    r = export_onnx(m, tmp_path / "m.onnx", architecture="lenet5")
+    assert r.max_abs_diff < 1e-4 and r.quantized_layers == {}
+    x = torch.randn(5, 1, 28, 28)  # dynamic batch
+    got = ort_session(tmp_path / "m.onnx").run(None, {"input": x.numpy()})[0]
+    assert np.abs(got - m(x).detach().numpy()).max() < 1e-4
+
+
+def test_fp32_encoder_matches_pytorch_at_other_shapes(tmp_path, calib):
+    m = tiny_bert()
+    r = export_onnx(m, tmp_path / "b.onnx", example=calib[0].as_kwargs())
+    assert r.max_abs_diff < 1e-4
+    x = calib[1].as_kwargs()  # other batch size and sequence length, with padding
+    got = OrtEncoder(tmp_path / "b.onnx")(**x).numpy()
+    keep = x["attention_mask"].numpy().astype(bool)
+    assert np.abs(got - _ref(m, x))[keep].max() < 1e-4
+
+
+@pytest.mark.parametrize("activation, ops, bound", [("per_tensor", "DynamicQuantizeLinear", 0.05),
+                                                    ("per_token", "MatMulInteger", 0.02)])  # fmt: skip
+def test_int8_encoder_exports_integer_ops(tmp_path, calib, activation, ops, bound):
+    q, _ = quantize_encoder_int8(tiny_bert(), calib, EncoderInt8Config(activation=activation))
+    r = export_onnx(q, tmp_path / "q.onnx", example=calib[0].as_kwargs())
+    assert r.ops.get(ops, 0) == 12 and r.ops.get("MatMul", 0) == (4 if activation == "per_token" else 16)
+    assert set(r.quantized_layers.values()) == {"dynamic-token" if activation == "per_token" else "dynamic-tensor"}
+    scale = np.abs(_ref(q, calib[0].as_kwargs())).max()
+    assert r.max_abs_diff < bound * scale
+    inits = onnx.load(str(tmp_path / "q.onnx")).graph.initializer
+    int8_w = [i for i in inits if i.data_type == onnx.TensorProto.INT8 and len(i.dims) == 2]
+    float_w = [i.name for i in inits if i.data_type == onnx.TensorProto.FLOAT and len(i.dims) == 2]
+    assert len(int8_w) == 12 and all("embeddings" in n for n in float_w)  # no float copy of a quantized weight left
+
+
+def test_int4_weight_only_exports_blocked_qdq(tmp_path, calib):
+    q, _ = quantize_encoder_gptq(tiny_bert(), calib)
+    with pytest.raises(ConfigError, match="opset 21"):
+        export_onnx(q, tmp_path / "q4.onnx", example=calib[0].as_kwargs())
+    r = export_onnx(q, tmp_path / "q4.onnx", example=calib[0].as_kwargs(), config=ExportConfig(opset=21))
+    assert r.ops["DequantizeLinear"] == 12 and r.max_abs_diff < 1e-3  # same float weights, float activations
+
+
+def test_plain_quantized_linears_export(tmp_path):
+    m = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    m[0] = Int8DynamicLinear.from_float(m[0], activation="per_tensor")
+    m[2] = WeightOnlyLinear.from_float(m[2], bits=8, group_size=32)
+    x = torch.randn(4, 16)
+    r = export_onnx(m, tmp_path / "s.onnx", example=x, config=ExportConfig(opset=21))
+    assert r.quantized_layers == {"0": "dynamic-tensor", "2": "none"}
+    assert r.max_abs_diff < 0.05 * float(m(x).abs().max())
+
+
+def test_bound_violation_writes_nothing(tmp_path, calib):
+    q, _ = quantize_encoder_int8(tiny_bert(), calib, EncoderInt8Config(activation="per_tensor"))
+    with pytest.raises(CompatibilityError, match="nothing was written"):
+        export_onnx(q, tmp_path / "q.onnx", example=calib[0].as_kwargs(), config=ExportConfig(max_abs_diff=1e-9))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_arguments(tmp_path):
+    m = create_model("lenet300")
+    with pytest.raises(ConfigError, match="must end in .onnx"):
+        export_onnx(m, tmp_path / "m.bin", architecture="lenet300")
+    (tmp_path / "x.onnx").write_text("old")
+    with pytest.raises(OutputExistsError, match="already exists"):
+        export_onnx(m, tmp_path / "x.onnx", architecture="lenet300")
+    assert (tmp_path / "x.onnx").read_text() == "old"
+    with pytest.raises(ConfigError, match="opset"):
+        ExportConfig(opset=5)
+
+
+def test_onnxruntime_not_installed(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'torchslim\[onnx\]'"):
+        export_onnx(create_model("lenet300"), tmp_path / "m.onnx", architecture="lenet300")
+    assert not (tmp_path / "m.onnx").exists()
