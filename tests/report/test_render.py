@@ -52,7 +52,7 @@ def test_markdown_has_stage_layer_and_bits_tables(folder):
     md = (folder / "report.md").read_text()
     assert "| stage | accuracy (%) | file size (B) | compression | latency b1 (ms) | latency b64 (ms) | MACs | sparsity (%) |" in md
     assert "| 2. share | 89.4 | 4,000 | 25.0x |" in md
-    assert "| fc1 | Linear | Linear | 1,000 | 0 | 0.9 | 32 | 5 |" in md
+    assert "| fc1 | Linear | Linear | 1,000 | 1,000 | 0 | 0.9 | 32 | 5 |" in md
     assert "| fc1 | 1,000 | 10 | 5 | 3.1 | 4 | 2.9 |" in md
     assert "![Weight histograms before and after](figures/weight_histograms.png)" in md
 

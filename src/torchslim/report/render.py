@@ -61,10 +61,10 @@ def _layer_items(stages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
     for r in first["layers"]:
         a = after.get(r["name"], {})
         items.append({"layer": r["name"], "type_before": r["type"], "type_after": a.get("type"),
-                      "numel": r["numel"], "sparsity_before": r["sparsity"], "sparsity_after": a.get("sparsity"),
-                      "bits_before": r["bits"], "bits_after": a.get("bits")})  # fmt: skip
+                      "numel": r["numel"], "numel_after": a.get("numel"), "sparsity_before": r["sparsity"],
+                      "sparsity_after": a.get("sparsity"), "bits_before": r["bits"], "bits_after": a.get("bits")})  # fmt: skip
     cols = [("layer", "layer"), ("type_before", "type before"), ("type_after", "type after"), ("numel", "weights"),
-            ("sparsity_before", "sparsity before"), ("sparsity_after", "sparsity after"),
+            ("numel_after", "weights after"), ("sparsity_before", "sparsity before"), ("sparsity_after", "sparsity after"),
             ("bits_before", "bits before"), ("bits_after", "bits after")]  # fmt: skip
     return items, cols
 
