@@ -87,3 +87,13 @@ def test_corrupt_artifact_is_refused(shared_lenet5, tmp_path):
 def test_needs_weight_sharing_first():
     with pytest.raises(CompatibilityError, match="weight sharing first"):
         huffman_code(create_model("lenet300"))
+
+
+def test_auto_index_width_is_never_larger_than_any_fixed_width(shared_lenet5):
+    _, s = shared_lenet5
+    auto, _ = huffman_code(s, HuffmanCodingConfig(index_bits="auto"))
+    best = auto.fc1.packed.numel()
+    for ib in (3, 4, 5, 6, 8):
+        fixed, _ = huffman_code(s, HuffmanCodingConfig(layer_index_bits={"fc1": ib}, index_bits=5))
+        assert best <= fixed.fc1.packed.numel()
+    assert auto.fc1.bits_stats.index_bits in range(2, 11)

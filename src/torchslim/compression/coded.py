@@ -119,13 +119,13 @@ register_codec("coded-linear", CodedLinear, _linear_cfg, lambda c: CodedLinear(*
 register_codec("coded-conv2d", CodedConv2d, _conv_cfg, lambda c: CodedConv2d(**c))
 
 
-AUTO_INDEX_BITS = range(2, 9)
+AUTO_INDEX_BITS = range(2, 11)
 
 
 def coded_from_shared(m: _SharedMixin, index_bits: int | str, use_huffman: bool = True) -> CodedLinear | CodedConv2d:
     """Pack one shared layer (its codebooks snapped to their storage dtype).
 
-    ``index_bits="auto"`` packs with every width in 2..8 and keeps the smallest bytes.
+    ``index_bits="auto"`` packs with every width in 2..10 and keeps the smallest bytes.
     """
     m.round_codebooks()
     float16 = m.codebook_dtype == "float16"

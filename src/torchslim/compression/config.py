@@ -69,7 +69,7 @@ class HuffmanCodingConfig(BaseModel):
     """Deep Compression stage 3: store codebook indices and relative positions Huffman coded.
 
     Positions are gaps between non-zeros, ``index_bits`` wide (filler zeros bridge longer gaps).
-    ``"auto"`` packs each layer with every width from 2 to 8 bits and keeps the smallest.
+    ``"auto"`` packs each layer with every width from 2 to 10 bits and keeps the smallest.
     ``huffman=False`` keeps fixed-width codes (the paper's "pruned + quantized" stage).
     """
 
