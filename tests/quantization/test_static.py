@@ -84,7 +84,7 @@ def test_per_tensor_and_symmetric_variants(lenet5, digits, calib):
         q, _ = quantize(lenet5, cfg, calib_data=calib)
         assert _agree(lenet5, q, x) >= 0.95, cfg
     q, _ = quantize(lenet5, StaticInt8Config(symmetric=True), calib_data=calib)
-    assert int(q.conv1.input_qparams[1]) == 128  # symmetric activations: zero point at mid-range
+    assert int(q.conv1.qparams[0, 1]) == 128  # symmetric activations: zero point at mid-range
 
 
 def test_checkpoint_holds_int8_and_reloads_identically(lenet5, resnet8, calib, tmp_path, digits):

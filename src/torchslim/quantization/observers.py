@@ -134,31 +134,50 @@ class ActivationStats:
         return best
 
     def _kl(self, bits: int) -> tuple[float, float]:
-        """TensorRT's entropy calibration over |x|: the threshold whose 2^b-level
-        quantized distribution is closest (KL divergence) to the clipped reference."""
+        """TensorRT's entropy calibration, per side of zero: for the positive (and negative)
+        part of the histogram, the clipping threshold whose quantized distribution is closest
+        (KL divergence) to the clipped reference. The sides share the 2^b levels by width."""
         assert self.hist is not None
-        c = self._centers()
-        amax = max(-self.hist_lo, self.hist_hi)
-        idx = torch.clamp((c.abs() / amax * BINS).long(), max=BINS - 1)
-        abs_hist = torch.zeros(BINS, dtype=torch.float64).index_add_(0, idx, self.hist)
-        levels = 2 ** (bits - 1) if self.hist_lo < 0 else 2**bits
-        best_i, best_kl = BINS, math.inf
-        for i in range(max(levels, 128), BINS + 1, 32):
-            p = abs_hist[:i].clone()
-            p[-1] += abs_hist[i:].sum()
-            # Merge the i reference bins into `levels` bins, then spread each back evenly over
-            # its non-empty source bins.
-            seg = torch.bucketize(torch.arange(i), torch.linspace(0, i, levels + 1).long()[1:-1], right=True)
-            src = abs_hist[:i]
-            sums = torch.zeros(levels, dtype=torch.float64).index_add_(0, seg, src)
-            nonzero = torch.zeros(levels, dtype=torch.float64).index_add_(0, seg, (src > 0).double())
-            q = torch.where(src > 0, (sums / nonzero.clamp(min=1))[seg], torch.zeros((), dtype=torch.float64))
-            mask = p > 0
-            if not mask.any() or float(q[mask].min()) <= 0:
-                continue
-            pn, qn = p / p.sum(), q / q.sum()
-            kl = float((pn[mask] * torch.log(pn[mask] / qn[mask])).sum())
-            if kl < best_kl:
-                best_i, best_kl = i, kl
-        t = amax * best_i / BINS
-        return max(self.hist_lo, -t), min(self.hist_hi, t)
+        width = (self.hist_hi - self.hist_lo) / BINS
+        k0 = min(max(int(round(-self.hist_lo / width)), 0), BINS)  # first bin right of zero
+        total_levels = 2**bits
+        lo, hi = self.hist_lo, self.hist_hi
+        if BINS - k0 > 0 and self.hist_hi > 0:
+            lv = max(8, round(total_levels * (BINS - k0) / BINS))
+            hi = self.hist_lo + width * (k0 + _kl_threshold(self.hist[k0:], lv))
+        if k0 > 0 and self.hist_lo < 0:
+            lv = max(8, round(total_levels * k0 / BINS))
+            lo = self.hist_lo + width * (k0 - _kl_threshold(self.hist[:k0].flip(0), lv))
+        return lo, hi
+
+
+def _kl_threshold(hist: torch.Tensor, levels: int) -> int:
+    """Bins of ``hist`` (ordered outward from zero) to keep: the minimum-KL clipping point."""
+    n = hist.numel()
+    total = float(hist.sum())
+    if n <= levels or total == 0:
+        return n
+    nz = torch.nonzero(hist).flatten()
+    if float(hist[nz[-1]]) >= 1e-3 * total:
+        # A point mass at the extreme (e.g. the background value of normalized images) is real
+        # data, not a tail: clipping it shifts many values, whatever the KL divergence says.
+        return n
+    best_i, best_kl = n, math.inf
+    for i in range(levels, n + 1, max(1, n // 64)):
+        p = hist[:i].clone()
+        p[-1] += hist[i:].sum()
+        # Merge the i reference bins into `levels` bins, then spread each back evenly over its
+        # non-empty source bins.
+        seg = torch.bucketize(torch.arange(i), torch.linspace(0, i, levels + 1).long()[1:-1], right=True)
+        src = hist[:i]
+        sums = torch.zeros(levels, dtype=torch.float64).index_add_(0, seg, src)
+        nonzero = torch.zeros(levels, dtype=torch.float64).index_add_(0, seg, (src > 0).double())
+        q = torch.where(src > 0, (sums / nonzero.clamp(min=1))[seg], torch.zeros((), dtype=torch.float64))
+        mask = p > 0
+        if float(q[mask].min()) <= 0:
+            continue
+        pn, qn = p / p.sum(), q / q.sum()
+        kl = float((pn[mask] * torch.log(pn[mask] / qn[mask])).sum())
+        if kl < best_kl:
+            best_i, best_kl = i, kl
+    return best_i

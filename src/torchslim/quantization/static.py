@@ -165,8 +165,7 @@ def build_quantized(
             )  # fmt: skip
             other = plan.other_point(lp)
             if other is not None:
-                a_s, a_z = qps[other]
-                new.accum_qparams.copy_(torch.tensor([a_s, a_z], dtype=torch.float64))
+                new.set_qparams(input=qps[plan.input_point(lp)], accum=qps[other])
         else:
             new = QLinear(m.in_features, m.out_features, m.bias is not None, fuse=lp.fuse, out_float=lp.out_float,
                           act_levels=prec.act_levels)  # fmt: skip

@@ -251,6 +251,14 @@ _HANDLERS: dict[Any, Callable[..., Any]] = {
 }  # fmt: skip
 
 
+def _drop_defaults(cfg: dict[str, Any], cls: type) -> dict[str, Any]:
+    import inspect
+
+    params = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in cfg.items() if k not in params or params[k].default is inspect.Parameter.empty
+            or params[k].default != v}  # fmt: skip
+
+
 class _Prepacked:
     """oneDNN's blocked weight for one input quantization; rebuilt when inputs or weights change."""
 
@@ -274,21 +282,22 @@ class _StaticBase(nn.Module):
         self.register_buffer("weight_int8", torch.zeros(weight_shape, dtype=torch.int8))
         self.register_buffer("weight_scale", torch.ones(out_channels))
         self.register_buffer("bias", torch.zeros(out_channels) if bias else None)
-        # Activation parameters are buffers so the checkpoint stores them beside the weights.
-        self.register_buffer("input_qparams", torch.tensor([1.0, 0.0], dtype=torch.float64))
-        self.register_buffer("output_qparams", torch.tensor([1.0, 0.0], dtype=torch.float64))
+        # Activation (scale, zero point) of the input, the output and a fused add's shortcut, in
+        # one buffer so the checkpoint stores them beside the weights at little header cost.
+        self.register_buffer("qparams", torch.tensor([[1.0, 0.0]] * 3))
         self.register_buffer("_w_zp", torch.zeros(out_channels, dtype=torch.int64), persistent=False)
         self._pack = _Prepacked()
 
-    @staticmethod
-    def _qp(buf: torch.Tensor) -> tuple[float, int]:
-        s, zp = buf.tolist()
+    def _qp(self, row: int) -> tuple[float, int]:
+        """Row 0: input, 1: output, 2: the fused add's shortcut (accumulator)."""
+        s, zp = self.qparams[row].tolist()
         return s, int(zp)
 
-    def set_qparams(self, *, input: tuple[float, int], output: tuple[float, int] | None) -> None:
-        self.input_qparams.copy_(torch.tensor([input[0], input[1]], dtype=torch.float64))
-        if output is not None:
-            self.output_qparams.copy_(torch.tensor([output[0], output[1]], dtype=torch.float64))
+    def set_qparams(self, *, input: tuple[float, int], output: tuple[float, int] | None = None,
+                    accum: tuple[float, int] | None = None) -> None:  # fmt: skip
+        for row, qp in enumerate((input, output, accum)):
+            if qp is not None:
+                self.qparams[row] = torch.tensor([qp[0], qp[1]])
 
     def dequantized_weight(self) -> torch.Tensor:
         shape = (-1,) + (1,) * (self.weight_int8.dim() - 1)
@@ -299,7 +308,7 @@ class _StaticBase(nn.Module):
             return x.data, x.scale, x.zp
         if isinstance(x, PendingConv):
             x = x.materialize()
-        s, zp = self._qp(self.input_qparams)
+        s, zp = self._qp(0)
         return quantize_tensor(x.float(), s, zp, self.act_levels), s, zp
 
 
@@ -312,8 +321,9 @@ class QConv2d(_StaticBase):
     whose consumers need float).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: list[int], stride: list[int],
-                 padding: list[int], dilation: list[int], groups: int = 1, bias: bool = True, *, fuse: str = "none",
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: list[int],
+                 stride: tuple[int, ...] | list[int] = (1, 1), padding: tuple[int, ...] | list[int] = (0, 0),
+                 dilation: tuple[int, ...] | list[int] = (1, 1), groups: int = 1, bias: bool = True, *, fuse: str = "none",
                  out_float: bool = False, act_levels: int = 255, accum_inplace: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
@@ -321,15 +331,16 @@ class QConv2d(_StaticBase):
         self.padding, self.dilation = list(padding), list(dilation)
         self.fuse, self.accum_inplace = fuse, accum_inplace
         self._init_common(out_channels, (out_channels, in_channels // groups, *kernel_size), bias, act_levels, out_float)
-        self.register_buffer("accum_qparams", torch.tensor([1.0, 0.0], dtype=torch.float64))
 
     def config(self) -> dict[str, Any]:
-        return dict(
+        """Constructor arguments for the checkpoint (defaults left out: the header stays small)."""
+        cfg = dict(
             in_channels=self.in_channels, out_channels=self.out_channels, kernel_size=self.kernel_size,
-            stride=self.stride, padding=self.padding, dilation=self.dilation, groups=self.groups,
+            stride=tuple(self.stride), padding=tuple(self.padding), dilation=tuple(self.dilation), groups=self.groups,
             bias=self.bias is not None, fuse=self.fuse, out_float=self.out_float, act_levels=self.act_levels,
             accum_inplace=self.accum_inplace,
         )  # fmt: skip
+        return _drop_defaults(cfg, type(self))
 
     def _packed(self, x_scale: float, x_zp: int, x_shape: list[int]) -> torch.Tensor:
         key = (self.weight_int8.data_ptr(), self.weight_int8._version, self.weight_scale._version, x_scale, x_zp)
@@ -359,7 +370,7 @@ class QConv2d(_StaticBase):
                 self.dilation, self.groups, 1.0, 0, torch.float32, "none", [], "",
             )  # fmt: skip
             return F.relu(y) if self.fuse == "relu" else y
-        os_, oz = self._qp(self.output_qparams)
+        os_, oz = self._qp(1)
         y = torch.ops.onednn.qconv_pointwise(
             qx, xs, xz, packed, self.weight_scale, self._w_zp, self.bias, self.stride, self.padding,
             self.dilation, self.groups, os_, oz, torch.uint8, attr, [], "",
@@ -375,9 +386,9 @@ class QConv2d(_StaticBase):
                 accum = accum.contiguous(memory_format=torch.channels_last)
         else:
             other = _to_float(other)
-            a_s, a_z = self._qp(self.accum_qparams)
+            a_s, a_z = self._qp(2)
             accum = quantize_tensor(other.float(), a_s, a_z, self.act_levels).contiguous(memory_format=torch.channels_last)
-        os_, oz = self._qp(self.output_qparams)
+        os_, oz = self._qp(1)
         packed = self._packed(pending.x_scale, pending.x_zp, list(pending.qx.shape))
         y = torch.ops.onednn.qconv2d_pointwise.binary(
             pending.qx, pending.x_scale, pending.x_zp, packed, self.weight_scale, self._w_zp, accum, self.bias,
@@ -401,8 +412,10 @@ class QLinear(_StaticBase):
         self._init_common(out_features, (out_features, in_features), bias, act_levels, out_float)
 
     def config(self) -> dict[str, Any]:
-        return dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None,
-                    fuse=self.fuse, out_float=self.out_float, act_levels=self.act_levels)  # fmt: skip
+        """Constructor arguments for the checkpoint (defaults left out)."""
+        cfg = dict(in_features=self.in_features, out_features=self.out_features, bias=self.bias is not None,
+                   fuse=self.fuse, out_float=self.out_float, act_levels=self.act_levels)  # fmt: skip
+        return _drop_defaults(cfg, type(self))
 
     def forward(self, x: Any) -> Any:
         qx, xs, xz = self._input(x)
@@ -419,7 +432,7 @@ class QLinear(_StaticBase):
                 [], "",
             )  # fmt: skip
             return y.reshape(*lead, self.out_features)
-        os_, oz = self._qp(self.output_qparams)
+        os_, oz = self._qp(1)
         y = torch.ops.onednn.qlinear_pointwise(
             qx, xs, xz, self._pack.packed, self.weight_scale, self._w_zp, self.bias, os_, oz, torch.uint8, attr,
             [], "",
