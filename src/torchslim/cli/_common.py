@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import torch.nn as nn
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+# In a log or a pipe rich would wrap tables at 80 columns; results tables need their full width.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
