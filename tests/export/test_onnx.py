@@ -108,3 +108,10 @@ def test_onnxruntime_not_installed(tmp_path, monkeypatch):
     with pytest.raises(MissingDependencyError, match=r"pip install 'torchslim\[onnx\]'"):
         export_onnx(create_model("lenet300"), tmp_path / "m.onnx", architecture="lenet300")
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_static_int8_exports_quantize_linear(tmp_path, calib):
+    q, _ = quantize_encoder_int8(tiny_bert(), calib, EncoderInt8Config(activation="static"))
+    r = export_onnx(q, tmp_path / "s.onnx", example=calib[0].as_kwargs())
+    assert r.ops["QuantizeLinear"] == 12 and set(r.quantized_layers.values()) == {"static"}
+    assert r.max_abs_diff < 0.05 * np.abs(_ref(q, calib[0].as_kwargs())).max()

@@ -57,3 +57,21 @@ def test_bad_config_and_data(bert):
         EncoderInt8Config(alpha=0.5)
     with pytest.raises(DataError, match="at least one batch"):
         quantize_encoder_int8(bert, [])
+
+
+@pytest.mark.parametrize("observer", ["auto", "percentile"])
+def test_static_activations_with_observers(bert, tok, calib, sentences, observer):
+    q, rep = quantize_encoder_int8(bert, calib, EncoderInt8Config(activation="static", observer=observer))
+    assert {e.action for e in rep.layers} == {"int8-static"}
+    used = {e.detail.split("observer ")[1].split(",")[0] for e in rep.layers}
+    assert used <= {"minmax", "percentile", "mse"} and (observer == "auto" or used == {observer})
+    fid = embedding_fidelity(encode(bert, tok, sentences[64:]), encode(q, tok, sentences[64:]))
+    assert fid["mean_cos"] > 0.99
+
+
+def test_observers_ignore_padding_and_infinite_values():
+    from torchslim.transformers.calibrate import finite_rows
+
+    x = torch.tensor([[[1.0, -float("inf")], [2.0, 3.0], [900.0, 900.0]]])
+    keep = torch.tensor([[1, 1, 0]]).bool()
+    assert finite_rows(x, keep).tolist() == [[1.0, 0.0], [2.0, 3.0]]

@@ -45,8 +45,8 @@ class QuantLinearSpec:
     scale: torch.Tensor
     bias: torch.Tensor | None
     activation: Activation = "none"
-    act_scale: float | None = None  # static only (symmetric int8 when act_zero_point == 0)
-    act_zero_point: int = 0  # static only; uint8 when > 0
+    act_scale: float | None = None  # static only
+    act_zero_point: int = 0  # static only; asymmetric uint8
     input_scale: torch.Tensor | None = None  # [in], multiplied into x first (unfolded smoothing)
     group_size: int | None = None
     zero_point: torch.Tensor | None = None  # uint8, same shape as scale (asymmetric weights)
@@ -181,9 +181,8 @@ def _quantized_nodes(G: _Graph, node: Any, name: str, spec: QuantLinearSpec, hel
             nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [xd]))
             x = xd
         elif spec.activation == "static":
-            zp_dtype = np.uint8 if spec.act_zero_point > 0 else np.int8
             s = G.const(base + "_xs", np.array(spec.act_scale, np.float32))
-            z = G.const(base + "_xz", np.array(spec.act_zero_point, zp_dtype))
+            z = G.const(base + "_xz", np.array(spec.act_zero_point, np.uint8))  # asymmetric uint8
             q, xd = G.fresh(base + "_xq"), G.fresh(base + "_xdq")
             nodes.append(helper.make_node("QuantizeLinear", [x, s, z], [q]))
             nodes.append(helper.make_node("DequantizeLinear", [q, s, z], [xd]))

@@ -32,7 +32,7 @@ from torchslim.layer_report import Report
 from torchslim.targets import resolve_targets
 from torchslim.transformers.calibrate import collect_stats
 from torchslim.transformers.embed import Batch, mean_pool
-from torchslim.transformers.modules import SmoothedLinear
+from torchslim.transformers.modules import SmoothedLinear, StaticInt8Linear
 from torchslim.transformers.smoothquant import smoothing_scales
 
 
@@ -61,7 +61,10 @@ class EncoderInt8Config(_Config):
     """
 
     smoothquant_alpha: float | None = Field(0.5, ge=0.0, le=1.0, description="migration strength; None: no smoothing")
-    activation: Literal["per_token", "per_tensor"] = "per_token"
+    activation: Literal["per_token", "per_tensor", "static"] = "per_token"
+    observer: Literal["minmax", "percentile", "mse", "auto"] = Field(
+        "auto", description="static only: how a layer's input range is chosen; auto = least output error per layer"
+    )
     weight_rounding: Literal["nearest", "gptq"] = Field("nearest", description="gptq: compensate rounding with calibration inputs")
     keep_float: int = Field(0, ge=0, description="keep this many most sensitive Linear layers in float")
     calibration_sentences: int = Field(512, ge=1)
@@ -83,11 +86,16 @@ def _pooled(model: nn.Module, batches: Sequence[Batch]) -> torch.Tensor:
     return torch.cat(outs)
 
 
-def _quantized_layer(lin: nn.Linear, smooth: torch.Tensor | None, activation: str, gram: torch.Tensor | None) -> nn.Module:
+def _quantized_layer(lin: nn.Linear, smooth: torch.Tensor | None, activation: str, gram: torch.Tensor | None,
+                     act_range: tuple[float, float] | None = None) -> nn.Module:  # fmt: skip
     from torchslim.quantization.modules import Int8DynamicLinear
 
     inner = lin if smooth is None else SmoothedLinear.wrap(lin, smooth).inner
-    q = Int8DynamicLinear.from_float(inner, activation=activation)  # type: ignore[arg-type]
+    if activation == "static":
+        assert act_range is not None
+        q: nn.Module = StaticInt8Linear.from_float(inner, act_range=act_range)
+    else:
+        q = Int8DynamicLinear.from_float(inner, activation=activation)  # type: ignore[arg-type]
     if gram is not None:  # GPTQ rounding of the per-channel INT8 weight (symmetric, one group)
         from torchslim.transformers.gptq import gptq_quantize
 
@@ -139,6 +147,7 @@ def quantize_encoder_int8(
     unused = [n for n in layers if n not in stats]
     quantized: dict[str, nn.Module] = {}
     acts: dict[str, str] = {}
+    smooths: dict[str, torch.Tensor | None] = {}
     for name in layers:
         lin = model.get_submodule(name)
         if name not in stats:
@@ -146,9 +155,15 @@ def quantize_encoder_int8(
         smooth = None
         if config.smoothquant_alpha is not None:
             smooth = smoothing_scales(stats[name].absmax, [lin.weight], config.smoothquant_alpha)
-        act = layers[name] if layers[name] in ("per_token", "per_tensor") else config.activation
+        act = layers[name] if layers[name] in ("per_token", "per_tensor", "static") else config.activation
         acts[name] = act
-        quantized[name] = _quantized_layer(lin, smooth, act, stats[name].gram)
+        smooths[name] = smooth
+    statics = [n for n, a in acts.items() if a == "static"]
+    ranges = _static_ranges(model, calibration, statics, smooths, config.observer) if statics else {}
+    for name, act in acts.items():
+        lin = model.get_submodule(name)
+        rng = ranges[name][:2] if name in ranges else None
+        quantized[name] = _quantized_layer(lin, smooths[name], act, stats[name].gram, rng)
     kept: dict[str, float] = {}
     if config.keep_float:
         kept = _most_sensitive(model, quantized, calibration[:1], config.keep_float)
@@ -164,12 +179,14 @@ def quantize_encoder_int8(
             report.add(name, "Linear", "kept-float", f"among the {config.keep_float} most sensitive (alone: 1 - cos = {kept[name]:.2e})", before=before)
         else:
             detail = f"per-channel int8 weights ({config.weight_rounding} rounding), {acts[name].replace('_', '-')} int8 activations"
+            if name in ranges:
+                detail += f" (observer {ranges[name][2]}, range {ranges[name][0]:.3g}..{ranges[name][1]:.3g})"
             after: dict[str, Any] = {"bits": 8}
             if config.smoothquant_alpha is not None:
                 s = quantized[name].input_scale  # type: ignore[union-attr]
                 after["act_absmax"] = float((stats[name].absmax * s).max())
                 detail += f", SmoothQuant alpha {config.smoothquant_alpha}"
-            report.add(name, "Linear", "int8-dynamic", detail, before=before, after=after)
+            report.add(name, "Linear", "int8-static" if acts[name] == "static" else "int8-dynamic", detail, before=before, after=after)
     report.summary.update(
         calibration_sentences=sum(len(b.input_ids) for b in calibration), calib_wall_s=time.perf_counter() - t0,
         quantized=len(quantized) - len(kept), kept_float=sorted(kept), truncated=sum(b.truncated for b in calibration),
@@ -189,3 +206,69 @@ def _most_sensitive(model: nn.Module, quantized: dict[str, nn.Module], batches: 
         finally:
             _set(model, name, orig)
     return dict(sorted(errs.items(), key=lambda kv: -kv[1])[:k])
+
+
+@torch.inference_mode()
+def _static_ranges(
+    model: nn.Module, batches: Sequence[Batch], names: list[str], smooths: dict[str, torch.Tensor | None], observer: str
+) -> dict[str, tuple[float, float, str]]:
+    """``{layer: (lo, hi, observer used)}`` for static activation quantization.
+
+    Only the Linear inputs are observed, over real tokens, with non-finite values dropped (an
+    additive ``-inf`` attention mask never reaches a Linear here, and would not survive
+    :func:`finite_rows` if it did). ``auto`` tries minmax, percentile (99.99) and MSE and keeps,
+    per layer, the range with the smallest output error on a sample of calibration tokens.
+    """
+    from torchslim.quantization.observers import ActivationStats, fake_quantize, qparams
+    from torchslim.transformers.calibrate import finite_rows
+
+    obs = {n: ActivationStats() for n in names}
+    sample: dict[str, torch.Tensor] = {}
+    keep: dict[str, torch.Tensor | None] = {"m": None}
+
+    def run(fn_name: str) -> None:
+        hooks = []
+        for n in names:
+            def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], n: str = n) -> None:
+                x = finite_rows(inp[0], keep["m"])
+                s = smooths.get(n)
+                if s is not None:
+                    x = x / s
+                if fn_name == "minmax":
+                    obs[n].observe_minmax(x)
+                    if n not in sample:
+                        sample[n] = x[:2048].clone()
+                else:
+                    obs[n].observe_histogram(x)
+
+            hooks.append(model.get_submodule(n).register_forward_pre_hook(hook))
+        try:
+            for b in batches:
+                keep["m"] = b.attention_mask.bool()
+                model(**b.as_kwargs())
+        finally:
+            for h in hooks:
+                h.remove()
+
+    run("minmax")
+    for n in names:
+        obs[n].start_histogram()
+    run("histogram")
+    out: dict[str, tuple[float, float, str]] = {}
+    candidates = ("minmax", "percentile", "mse") if observer == "auto" else (observer,)
+    for n in names:
+        lin = model.get_submodule(n)
+        w = lin.weight.detach() * (smooths[n] if smooths.get(n) is not None else 1.0)
+        x = sample[n]
+        ref = x @ w.T
+        best: tuple[float, float, str] | None = None
+        best_err = float("inf")
+        for c in candidates:
+            lo, hi = obs[n].range(c)
+            scale, zp = qparams(lo, hi, bits=8)
+            err = float(((fake_quantize(x, scale, zp, 8) @ w.T - ref) ** 2).mean())
+            if err < best_err:
+                best, best_err = (lo, hi, c), err
+        assert best is not None
+        out[n] = best
+    return out
