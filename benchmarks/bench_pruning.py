@@ -176,8 +176,8 @@ def bench_lenet300(runs: int) -> list[dict[str, Any]]:
         gr, rep, _ = prune_gradual(ctx.base, gcfg, ctx.train, ctx.val, targets=targets)
     rows.append(ctx.row(gr, "gradual cubic (Zhu & Gupta) to 8/9/26% kept over 6 of 10 epochs", bar=bar, ok=ok,
                         finetune_epochs=epochs, finetune_s=round(time.perf_counter() - t0, 1)))  # fmt: skip
-    if rep.summary["final_masks_applied_after_training"]:
-        rows[-1]["method"] += " (best epoch preceded the schedule end; final masks applied after)"
+    if rep.summary["best_epoch_before_final_sparsity"]:
+        rows[-1]["method"] += " (last-step weights: the best-val epoch preceded the final sparsity)"
     return rows
 
 

@@ -64,10 +64,10 @@ def test_keep_sparsity_for_permanent_masks(digits):
 
 def test_gradual_callback_reaches_final_sparsity_in_fit(digits):
     train, val, _ = digits
-    # 1297 samples / 64 = 20 steps per epoch; 2 epochs = 40 steps; schedule over steps 0..30
-    cfg = GradualConfig(final_sparsity=0.9, begin_step=0, n_prunes=3, frequency=10, train=_cfg(epochs=2))
+    # 1297 samples / 64 = 20 steps per epoch; schedule over steps 0..15
+    cfg = GradualConfig(final_sparsity=0.9, begin_step=0, n_prunes=3, frequency=5, train=_cfg(epochs=1))
     model, report, result = prune_gradual(create_model("lenet300"), cfg, train, val, targets={"fc3": 0.5})
-    assert result.steps == 40
+    assert result.steps == 20
     assert float((model.fc1.weight == 0).float().mean()) == pytest.approx(0.9, abs=1e-4)
     assert float((model.fc3.weight == 0).float().mean()) == pytest.approx(0.5, abs=1e-3)
     assert {e.name: e.after["sparsity"] for e in report.layers}["fc2"] == pytest.approx(0.9, abs=1e-4)
@@ -96,14 +96,14 @@ def test_gradual_masks_follow_schedule_step_by_step():
 def test_gradual_run_resumes_to_the_same_masks(digits, tmp_path):
     train, val, _ = digits
     cfg = GradualConfig(
-        final_sparsity=0.8, begin_step=5, n_prunes=4, frequency=5, train=_cfg(epochs=2, checkpoint_every_steps=5)
+        final_sparsity=0.8, begin_step=2, n_prunes=4, frequency=3, train=_cfg(epochs=1, checkpoint_every_steps=4)
     )
     start = create_model("lenet300")
     full, _, _ = prune_gradual(start, cfg, train, val)
-    part_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 15})})
+    part_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"max_steps": 8})})
     prune_gradual(start, part_cfg, train, val, run_dir=tmp_path)
     resumed, _, res = prune_gradual(start, cfg, train, val, run_dir=tmp_path, resume=True)
-    assert res.steps == 40
+    assert res.steps == 20
     for n in ("fc1", "fc2", "fc3"):
         assert torch.equal(resumed.get_submodule(n).weight_mask, full.get_submodule(n).weight_mask), n
 
@@ -133,10 +133,21 @@ def test_masked_finetune_recovers_accuracy(digits):
 
     train, val, test = digits
     model = create_model("lenet300")
-    fit(model, _cfg(epochs=3, lr=0.1), train, val, quiet=True)
+    fit(model, _cfg(epochs=2, lr=0.1), train, val, quiet=True)
     base = accuracy(model, test)
     pruned, _ = prune(model, MagnitudeConfig(amount=0.9, scope="global"))
-    fit(pruned, _cfg(epochs=2, lr=0.05), train, val, quiet=True)
+    fit(pruned, _cfg(epochs=1, lr=0.05), train, val, quiet=True)
     assert base > 85.0
     assert accuracy(pruned, test) >= base - 3.0
     assert float((pruned.fc1.weight == 0).float().mean()) > 0.85
+
+
+def test_gradual_callback_keeps_the_last_step_weights(digits):
+    train, val, _ = digits
+    model = create_model("lenet300")
+    cb = GradualPruning(GradualConfig(final_sparsity=0.9, begin_step=0, n_prunes=2, frequency=5))
+    cb.attach(model)
+    fit(model, _cfg(epochs=1), train, val, callbacks=[cb], quiet=True)
+    assert cb.total_steps == 20 and cb.state_dict()["last_step"] == 10
+    mask = cb.final_state["fc1.weight_mask"]
+    assert float(1 - mask.mean()) == pytest.approx(0.9, abs=1e-4)

@@ -88,6 +88,8 @@ class GradualPruning(Callback):
         self.targets = targets
         self.last_step = -1
         self.current = 0.0
+        self.total_steps: int | None = None
+        self.final_state: dict[str, torch.Tensor] | None = None  # weights after the last training step
         self._layers: list[tuple[str, float]] | None = None
 
     def _resolve(self, model: nn.Module) -> list[tuple[str, float]]:
@@ -139,6 +141,7 @@ class GradualPruning(Callback):
         return c.begin_step <= step <= c.end_step and (step - c.begin_step) % c.frequency == 0 and step > self.last_step
 
     def on_train_start(self, model: nn.Module, total_steps: int, steps_per_epoch: int) -> None:
+        self.total_steps = total_steps
         if self._layers is None:
             self.attach(model)
         if self.due(0):
@@ -147,13 +150,18 @@ class GradualPruning(Callback):
     def on_step_end(self, model: nn.Module, step: int) -> None:
         if self.due(step):
             self.prune_to(model, step)
+        if step == self.total_steps:
+            # fit() ends by restoring the best-validation epoch, which may predate the final
+            # sparsity (sparser models score lower); keep the last weights for prune_gradual.
+            self.final_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self.last_step, "current": self.current}
+        return {"last_step": self.last_step, "current": self.current, "total_steps": self.total_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last_step = int(state.get("last_step", -1))
         self.current = float(state.get("current", 0.0))
+        self.total_steps = state.get("total_steps")
 
 
 class KeepSparsity(Callback):
@@ -191,6 +199,7 @@ class KeepSparsity(Callback):
             getattr(model.get_submodule(name), self.parameter).mul_(mask)
 
     def on_train_start(self, model: nn.Module, total_steps: int, steps_per_epoch: int) -> None:
+        self.total_steps = total_steps
         self._apply(model)
 
     def on_step_end(self, model: nn.Module, step: int) -> None:
@@ -221,7 +230,8 @@ def prune_gradual(
     """Fine-tune a copy of ``model`` while :class:`GradualPruning` raises its sparsity.
 
     ``fit`` keeps the weights of the best validation epoch; if that epoch came before the schedule
-    reached its final sparsity, the final masks are applied to those weights (and reported).
+    reached its final sparsity (a sparser model often scores lower), the weights of the last training
+    step are kept instead, and the report says so (``best_epoch_before_final_sparsity``).
     """
     check_not_quantized(model)
     planned = config.train.epochs * (len(train_data) // config.train.batch_size)
@@ -248,7 +258,9 @@ def prune_gradual(
         late = sum(zeros.values()) < round(config.final_sparsity * total)
     else:
         late = any(zeros[n] < round(finals[n] * achieved[n]["params"]) for n in names)
-    if late:
+    if late and cb.final_state is not None:
+        model.load_state_dict(cb.final_state)  # the last step's weights: fully pruned and fine-tuned after
+    elif late:
         cb.last_step = -1
         cb.prune_to(model, config.end_step)
     report = Report("prune", "gradual")
@@ -258,7 +270,7 @@ def prune_gradual(
     report.summary = {
         "method": "gradual", "schedule": config.model_dump(exclude={"train"}), "model_sparsity_before": sp_before,
         "model_sparsity_after": model_sparsity(model), "best_val_accuracy": result.best_val_accuracy,
-        "best_epoch": result.best_epoch, "final_masks_applied_after_training": late,
+        "best_epoch": result.best_epoch, "best_epoch_before_final_sparsity": late,
     }  # fmt: skip
     return model, report, result
 
