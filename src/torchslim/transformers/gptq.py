@@ -124,26 +124,33 @@ def gptq_quantize(weight: torch.Tensor, hessian: torch.Tensor, *, bits: int = 4,
         U = torch.linalg.cholesky(Hinv, upper=True).float()
     except RuntimeError as exc:  # not positive definite even after damping
         raise DataError(f"GPTQ: the calibration Hessian is singular ({exc}); use more calibration sentences or a larger damp") from exc
-    Q = torch.zeros_like(W)
+    # Work on W^T so each column GPTQ visits is a contiguous row, and the rank-1 updates are addr_.
+    Wt = W.T.contiguous()  # [in, out]
+    Qt = torch.zeros_like(Wt)
+    St, Zt = scales.T.contiguous(), zps.T.contiguous()  # [groups, out]
+    cols = perm.tolist()
     for i1 in range(0, in_f, block_size):
         i2 = min(i1 + block_size, in_f)
-        W1 = W[:, i1:i2].clone()
+        W1 = Wt[i1:i2].clone()
         Err = torch.zeros_like(W1)
         U1 = U[i1:i2, i1:i2]
+        diag = U1.diagonal().tolist()
         for i in range(i2 - i1):
-            col = int(perm[i1 + i])
+            col = cols[i1 + i]
             g = col // group_size
             if not fixed and col % group_size == 0:
-                scales[:, g], zps[:, g] = params(W1[:, i : i + group_size], bits)
-            s, z = scales[:, g], zps[:, g]
-            w = W1[:, i]
-            q = torch.clamp(torch.round(w / s) + z, qmin, qmax)
-            Q[:, i1 + i] = q
-            deq = (q - z) * s
-            err = (w - deq) / U1[i, i]
-            W1[:, i:] -= err.unsqueeze(1) * U1[i, i:].unsqueeze(0)
-            Err[:, i] = err
-        W[:, i2:] -= Err @ U[i1:i2, i2:]
+                sg, zg = params(W1[i : i + group_size].T, bits)
+                St[g], Zt[g] = sg, zg
+            s_, z_ = St[g], Zt[g]
+            w = W1[i]
+            q = torch.round(w / s_).add_(z_).clamp_(qmin, qmax)
+            Qt[i1 + i] = q
+            err = (w - (q - z_) * s_).div_(diag[i])
+            W1[i:].addr_(U1[i, i:], err, alpha=-1.0)
+            Err[i] = err
+        Wt[i2:].addmm_(U[i1:i2, i2:].T, Err, alpha=-1.0)
+    Q = Qt.T
+    scales, zps = St.T.contiguous(), Zt.T.contiguous()
     Q = Q[:, inv]
     deq = (Q - zps.repeat_interleave(group_size, 1)[:, :in_f]) * scales.repeat_interleave(group_size, 1)[:, :in_f]
     w0 = weight.detach().float()
