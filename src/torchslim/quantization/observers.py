@@ -154,6 +154,11 @@ class ActivationStats:
 def _kl_threshold(hist: torch.Tensor, levels: int) -> int:
     """Bins of ``hist`` (ordered outward from zero) to keep: the minimum-KL clipping point."""
     n = hist.numel()
+    if n > 1:
+        # The spike of exact zeros after a ReLU would dominate the divergence and pull the
+        # threshold far in; like NVIDIA's pytorch-quantization, count bin 0 as its neighbour.
+        hist = hist.clone()
+        hist[0] = hist[1]
     total = float(hist.sum())
     if n <= levels or total == 0:
         return n
