@@ -57,11 +57,13 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     "lenet5": {
         "prune": {
-            "keep": {"conv1": 0.66, "conv2": 0.12, "fc1": 0.05, "fc2": 0.19}, "schedule": "gradual",
+            # conv2 keeps 30%, not the paper's 12%: on Fashion-MNIST it is the most sensitive layer
+            # (one-shot at 12% costs 12 pt of validation accuracy); fc1, where the bytes are, keeps 5%.
+            "keep": {"conv1": 0.66, "conv2": 0.3, "fc1": 0.05, "fc2": 0.19}, "schedule": "gradual",
             "prune_epochs": 4, "prune_frequency": 25,
             "train": {"epochs": 6, "lr": 0.01, "weight_decay": 5e-4, "distill": DISTILL},
         },
-        "share": {"layer_bits": {"Conv2d": 8, "Linear": 5}, "bias_bits": 5, "codebook_dtype": "float16"},
+        "share": {"layer_bits": {"conv1": 8, "conv2": 5, "Linear": 5}, "bias_bits": 5, "codebook_dtype": "float16"},
         "share_train": {"epochs": 3, "lr": 0.001, "weight_decay": 0.0, "distill": DISTILL},
         "code": {"index_bits": "auto"},
     },

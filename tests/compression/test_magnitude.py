@@ -43,7 +43,7 @@ def test_gradual_pruning_with_retraining_on_digits():
         assert float((getattr(p, name).weight != 0).float().mean()) == pytest.approx(0.1, abs=2e-3)
     from torchslim.measure import accuracy
 
-    assert accuracy(p, load_dataset("digits", "test")) > 80.0
+    assert accuracy(p, load_dataset("digits", "test")) > 70.0  # chance is 10%
 
 
 def test_gradual_callback_reaches_the_target_at_80_percent_of_steps():

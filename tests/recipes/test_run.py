@@ -107,7 +107,7 @@ def test_finetune_then_deep_compression(tmp_path):
     recipe = [
         {"type": "finetune", "epochs": 2, "lr": 0.05, "batch_size": 64},
         {"type": "deep_compression", "prune": {"default_keep": 0.2, "schedule": "one-shot", "train": {"epochs": 1, "batch_size": 64}},
-         "share": {"bits": 4}, "share_train": {"epochs": 1, "batch_size": 64}, "code": {"index_bits": "auto"}},
+         "share": {"bits": 4}, "share_train": {"epochs": 1, "batch_size": 64, "lr": 0.001}, "code": {"index_bits": "auto"}},
     ]
     res = compress(create_model("lenet300"), recipe, overrides=FAST, architecture="lenet300", quiet=True)
     base, ft, dc = res.stages
