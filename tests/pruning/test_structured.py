@@ -32,6 +32,16 @@ def test_resnet8_channels_removed_with_coupled_layers(digits):
     assert model.conv1.out_channels == 16  # the input model is untouched
 
 
+def test_frozen_parameters_are_traced_and_stay_frozen(digits):
+    train, _, _ = digits
+    model = create_model("resnet8").eval()
+    for p in model.parameters():
+        p.requires_grad_(False)  # e.g. the baseline after serving as a distillation teacher
+    pruned, report = prune(model, StructuredConfig(ratio=0.5), calib_data=train)
+    assert report.summary["groups_pruned"] == 6
+    assert not any(p.requires_grad for p in pruned.parameters())
+
+
 def test_depthwise_concat_residual_coupling():
     model = Branchy().eval()
     pruned, report = prune(model, StructuredConfig(ratio=0.5, input_shape=[1, 12, 12]))

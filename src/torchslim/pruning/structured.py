@@ -114,6 +114,11 @@ def prune_structured(
     prof_before = profile(model, example)
     outputs = prof_before.output_layers
     ignored = [m for n, m in model.named_modules() if isinstance(m, ROOT_TYPES) and (n not in ratios or n in outputs)]
+    # Torch-Pruning follows the autograd graph, so frozen parameters (a distillation teacher, a
+    # frozen backbone) would hide every layer; trace with gradients on, restore the flags after.
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    for p in model.parameters():
+        p.requires_grad_(True)
     try:
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     except Exception as exc:  # Torch-Pruning raises plain errors from tracing
@@ -195,6 +200,8 @@ def prune_structured(
             raise CompatibilityError(f"layer {p.name}: removing {p.n_prune} of {p.channels} channels would leave a coupled layer empty")
         group.prune()
     model.train(was)
+    for n, p in model.named_parameters():
+        p.requires_grad_(n not in frozen)
 
     report = Report("prune", "structured")
     prof_after = profile(model, example)  # also proves the pruned model still runs
