@@ -59,3 +59,22 @@ def test_structured_model_rebuilds_from_checkpoint(tmp_path, digits):
     assert p.stat().st_size < 0.35 * full.stat().st_size
     # the checkpoint holds no pickle: the file is safetensors + JSON only
     assert not p.read_bytes().startswith(b"\x80")
+
+
+def test_pruned_models_deepcopy_after_training_steps(digits):
+    import copy
+
+    from torchslim.training import TrainConfig, fit
+
+    train, val, _ = digits
+    pruned, _ = prune(create_model("lenet300"), MagnitudeConfig(amount=0.5))
+    copy.deepcopy(pruned)  # straight out of prune()
+    fit(pruned, TrainConfig(epochs=1, batch_size=64, max_steps=3), train, val, quiet=True)
+    x = train.images[:4]
+    pruned.train()
+    pruned(x).sum().backward()  # a forward with autograd on, as in the middle of training
+    assert pruned.fc1.weight_orig.grad is not None
+    twin = copy.deepcopy(pruned)
+    assert torch.equal(twin.eval()(x), pruned.eval()(x))
+    plain = make_permanent(pruned)
+    assert not plain.fc1._forward_hooks

@@ -32,6 +32,12 @@ def make_permanent(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """
     if not inplace:
         model = copy_model(model)
+    from torchslim.pruning.unstructured import DetachAfterForward
+
     for name, pname in pruned_parameters(model):
-        torch_prune.remove(model.get_submodule(name), pname)
+        m = model.get_submodule(name)
+        torch_prune.remove(m, pname)
+        for k, hook in list(m._forward_hooks.items()):
+            if isinstance(hook, DetachAfterForward) and hook.name == pname:
+                del m._forward_hooks[k]
     return model

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.nn.utils import prune as torch_prune
 
 from torchslim.data.datasets import ImageData
 from torchslim.errors import ConfigError
@@ -37,6 +36,7 @@ from torchslim.pruning.config import GradualConfig, IterativeConfig, MagnitudeCo
 from torchslim.pruning.unstructured import (
     Target,
     apply_mask,
+    attach_mask,
     magnitude_scores,
     masks_from_scores,
     resolve,
@@ -109,7 +109,7 @@ class GradualPruning(Callback):
         for name, _ in self._layers:
             m = model.get_submodule(name)
             if not is_pruned(m, self.config.parameter):
-                torch_prune.custom_from_mask(m, self.config.parameter, torch.ones_like(getattr(m, self.config.parameter)))
+                attach_mask(m, self.config.parameter, torch.ones_like(getattr(m, self.config.parameter)))
 
     def sparsity_at(self, step: int, final: float | None = None) -> float:
         c = self.config

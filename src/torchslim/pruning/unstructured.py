@@ -264,15 +264,40 @@ def nm_mask(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
     return mask.permute(inv).contiguous()
 
 
+class DetachAfterForward:
+    """Forward hook: after each forward, store ``weight`` (``orig * mask``) detached.
+
+    ``torch.nn.utils.prune``'s pre-hook leaves ``weight`` as a non-leaf tensor of the last
+    forward's autograd graph, and ``copy.deepcopy`` refuses non-leaf tensors, so any deepcopy of a
+    pruned model that has run a training step would fail. The graph of that forward keeps its own
+    reference, so gradients are unaffected; the next forward recomputes the attribute.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, module: nn.Module, _inp: Any, _out: Any) -> None:
+        t = getattr(module, self.name, None)
+        if hasattr(module, self.name + "_orig") and isinstance(t, torch.Tensor) and not t.is_leaf:
+            setattr(module, self.name, t.detach())
+
+
+def attach_mask(module: nn.Module, param: str, mask: torch.Tensor) -> None:
+    """``torch.nn.utils.prune.custom_from_mask`` plus :class:`DetachAfterForward`."""
+    torch_prune.custom_from_mask(module, param, mask)
+    setattr(module, param, getattr(module, param).detach())
+    module.register_forward_hook(DetachAfterForward(param))
+
+
 def apply_mask(module: nn.Module, param: str, mask: torch.Tensor) -> None:
     mask = mask.to(dtype=getattr(module, param).dtype)
     if is_pruned(module, param):
         buf = getattr(module, param + "_mask")
         buf.copy_(buf * mask)  # masks only grow: a pruned weight stays pruned
         # what the forward pre-hook would compute, so the attribute is current before any forward
-        setattr(module, param, getattr(module, param + "_orig") * buf)
+        setattr(module, param, (getattr(module, param + "_orig") * buf).detach())
     else:
-        torch_prune.custom_from_mask(module, param, mask)
+        attach_mask(module, param, mask)
 
 
 # ----------------------------------------------------------------------------- the method
