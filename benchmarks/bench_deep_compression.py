@@ -45,26 +45,31 @@ MAX_DROP = 0.5
 
 # Harder than the paper on purpose: the bars ask for more than its 40x / 39x.
 DISTILL = {"temperature": 4.0, "alpha": 0.7}
+# Fine-tuning without augmentation: on both models it gave higher validation accuracy (LeNet-5,
+# whose baseline was trained with flips and shifts, +0.5 pt after the same pruning epochs).
 CONFIGS: dict[str, dict[str, Any]] = {
     "lenet300": {
+        # fc1 holds 88% of the weights and the bytes: 6% kept, 4-bit codebook; fc2/fc3 are cheap.
         "prune": {
-            "keep": {"fc1": 0.05, "fc2": 0.08, "fc3": 0.3}, "schedule": "gradual", "prune_epochs": 6,
-            "prune_frequency": 25, "train": {"epochs": 10, "lr": 0.02, "weight_decay": 1e-4, "distill": DISTILL},
+            "keep": {"fc1": 0.06, "fc2": 0.10, "fc3": 0.3}, "schedule": "gradual", "prune_epochs": 6,
+            "prune_frequency": 25,
+            "train": {"epochs": 12, "lr": 0.02, "weight_decay": 1e-4, "augment": False, "distill": DISTILL},
         },
-        "share": {"layer_bits": {"fc1": 5, "fc2": 5, "fc3": 5}, "bias_bits": 5, "codebook_dtype": "float16"},
-        "share_train": {"epochs": 4, "lr": 0.002, "weight_decay": 0.0, "distill": DISTILL},
+        "share": {"layer_bits": {"fc1": 4, "fc2": 5, "fc3": 5}, "bias_bits": 5, "codebook_dtype": "float16"},
+        "share_train": {"epochs": 4, "lr": 0.002, "weight_decay": 0.0, "augment": False, "distill": DISTILL},
         "code": {"index_bits": "auto"},
     },
     "lenet5": {
         "prune": {
             # conv2 keeps 30%, not the paper's 12%: on Fashion-MNIST it is the most sensitive layer
-            # (one-shot at 12% costs 12 pt of validation accuracy); fc1, where the bytes are, keeps 5%.
-            "keep": {"conv1": 0.66, "conv2": 0.3, "fc1": 0.05, "fc2": 0.19}, "schedule": "gradual",
+            # (one-shot at 12% costs 12 pt of validation accuracy); fc1, where the bytes are, keeps 6%.
+            "keep": {"conv1": 0.66, "conv2": 0.3, "fc1": 0.06, "fc2": 0.19}, "schedule": "gradual",
             "prune_epochs": 4, "prune_frequency": 25,
-            "train": {"epochs": 6, "lr": 0.01, "weight_decay": 5e-4, "distill": DISTILL},
+            "train": {"epochs": 8, "lr": 0.01, "weight_decay": 5e-4, "augment": False, "distill": DISTILL},
         },
-        "share": {"layer_bits": {"conv1": 8, "conv2": 5, "Linear": 5}, "bias_bits": 5, "codebook_dtype": "float16"},
-        "share_train": {"epochs": 3, "lr": 0.001, "weight_decay": 0.0, "distill": DISTILL},
+        "share": {"layer_bits": {"conv1": 8, "conv2": 5, "fc1": 4, "fc2": 5}, "bias_bits": 5,
+                  "codebook_dtype": "float16"},
+        "share_train": {"epochs": 3, "lr": 0.001, "weight_decay": 0.0, "augment": False, "distill": DISTILL},
         "code": {"index_bits": "auto"},
     },
 }  # fmt: skip
