@@ -1,8 +1,24 @@
 """Quantization: FP16/BF16 casts, INT8 dynamic and static, weight-only INT8/INT4, QAT.
 
 ``quantize(model, config, calib_data=..., targets=...) -> (model, report)``, one config class per
-method. Integer layers run oneDNN's integer kernels on the CPU and store integer weights, which
-torchslim's checkpoint saves and reloads (see ``codecs``).
+method (``QuantConfig`` is their base and not a method). Integer layers store integer weights,
+which torchslim's checkpoint saves and reloads (see ``codecs``).
+
+Kernels, measured on this project's CPUs (x86-64, 2 threads; AVX2 without VNNI on the dev
+machines) before choosing:
+
+* oneDNN's integer convolution / matmul (``torch.ops.onednn.qconv_pointwise``,
+  ``qconv2d_pointwise.binary``, ``qlinear_pointwise``), called eagerly on plain ``uint8``/``int8``
+  tensors - the kernels PT2E + Inductor lowers to, without ``torch.compile`` or the deprecated
+  quantized tensor types. Chosen for static INT8, QAT and dynamic INT8. Keeping activations as
+  integers between layers and fusing ReLU and the residual add into the convolution is what makes
+  ResNets faster than FP32 (the peers measured in ENVIRONMENT.md quantize/dequantize around every
+  add and are slower than FP32 there).
+* ``torch._int_mm`` on the CPU is a reference kernel (60-100x slower than SGEMM here);
+  ``_weight_int8pack_mm`` / ``_weight_int4pack_mm_for_cpu`` with float32 inputs were 40-60x slower
+  than dequantize + SGEMM, so weight-only layers dequantize on the fly.
+* FBGEMM's ``quantized::linear_dynamic`` is fast but needs the deprecated quantized tensor types;
+  it is what the seed's ``torch.quantization.quantize_dynamic`` runs (``SeedDynamicConfig``).
 """
 
 from torchslim.quantization.api import check_not_quantized, quantize
@@ -12,11 +28,13 @@ from torchslim.quantization.config import (
     DynamicInt8Config,
     FP16Config,
     QATConfig,
-    QuantConfig,
     SeedDynamicConfig,
     StaticInt8Config,
     WeightOnlyConfig,
 )  # fmt: skip
+from torchslim.quantization.config import (
+    QuantConfig as QuantConfig,
+)
 from torchslim.quantization.modules import Int8DynamicLinear, WeightOnlyLinear
 from torchslim.quantization.static_modules import QConv2d, QLinear, QTensor
 
@@ -24,6 +42,6 @@ _register_codecs()
 
 __all__ = [
     "BF16Config", "DynamicInt8Config", "FP16Config", "Int8DynamicLinear", "QATConfig", "QConv2d", "QLinear",
-    "QTensor", "QuantConfig", "SeedDynamicConfig", "StaticInt8Config", "WeightOnlyConfig", "WeightOnlyLinear",
+    "QTensor", "SeedDynamicConfig", "StaticInt8Config", "WeightOnlyConfig", "WeightOnlyLinear",
     "check_not_quantized", "quantize",
 ]  # fmt: skip

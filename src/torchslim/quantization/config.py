@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from torchslim.errors import ConfigError, suggest
 from torchslim.training.config import TrainConfig
@@ -163,10 +163,6 @@ class QATConfig(QuantConfig):
     max_calib_samples: int = Field(512, ge=1)
     batch_size: int = Field(128, ge=1)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=2, lr=0.005, warmup_epochs=0.0, augment=False))
-
-    @model_validator(mode="after")
-    def _check(self) -> QATConfig:
-        return self
 
 
 CONFIGS: tuple[type[QuantConfig], ...] = (
