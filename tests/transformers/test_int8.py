@@ -75,3 +75,10 @@ def test_observers_ignore_padding_and_infinite_values():
     x = torch.tensor([[[1.0, -float("inf")], [2.0, 3.0], [900.0, 900.0]]])
     keep = torch.tensor([[1, 1, 0]]).bool()
     assert finite_rows(x, keep).tolist() == [[1.0, 0.0], [2.0, 3.0]]
+
+
+def test_seven_bit_weights_stay_in_range(bert, calib):
+    q, rep = quantize_encoder_int8(bert, calib, EncoderInt8Config(activation="per_tensor", weight_bits=7, weight_rounding="gptq"))
+    w = q.encoder.layer[0].intermediate.dense.inner.weight_int8
+    assert int(w.abs().max()) == 63
+    assert "int7 weights (gptq rounding)" in rep.layers[0].detail

@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,6 +38,10 @@ class ExportConfig(BaseModel):
     check: bool = True
     max_abs_diff: float | None = Field(None, gt=0, description="fail if ORT differs from PyTorch by more")
     optimize: bool = True  # let ONNX Runtime fuse the graph (QDQ -> integer kernels) when checking
+    per_token_form: Literal["normalized", "normalized-fixed", "integer"] = Field(
+        "normalized",
+        description="per-token INT8 as row-normalised input to ORT's fused dynamic GEMM, or spelled out with MatMulInteger",
+    )
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -198,7 +202,7 @@ def export_onnx(
         proto = onnx.load(str(tmp))
         found: dict[str, str] = {}
         if specs:
-            found = rewrite_quantized(proto, specs)
+            found = rewrite_quantized(proto, specs, per_token_form=config.per_token_form)
             if config.opset >= 18:
                 _axes_as_inputs(proto)
         onnx.checker.check_model(proto)

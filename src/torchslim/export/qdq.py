@@ -91,6 +91,9 @@ class _Graph:
         self.inits = {i.name: i for i in self.g.initializer}
         self.np = numpy_helper
         self._n = 0
+        # Work shared by layers that read the same tensor with the same smoothing vector (the
+        # query/key/value projections): computed once, reused by name.
+        self.shared: dict[tuple[str, ...], Any] = {}
 
     def fresh(self, base: str) -> str:
         self._n += 1
@@ -102,7 +105,7 @@ class _Graph:
         return name
 
 
-def rewrite_quantized(model: Any, specs: dict[str, QuantLinearSpec]) -> dict[str, str]:
+def rewrite_quantized(model: Any, specs: dict[str, QuantLinearSpec], *, per_token_form: str = "normalized") -> dict[str, str]:
     """Rewrite ``model`` (an ``onnx.ModelProto``) in place; returns {module name: ONNX form}.
 
     A layer the exported outputs do not use has no MatMul in the graph and is reported as
@@ -129,7 +132,7 @@ def rewrite_quantized(model: Any, specs: dict[str, QuantLinearSpec]) -> dict[str
             continue
         name, _ = hit
         spec = specs[name]
-        new_nodes.extend(_quantized_nodes(G, node, name, spec, helper, TensorProto))
+        new_nodes.extend(_quantized_nodes(G, node, name, spec, helper, TensorProto, per_token_form))
         found[name] = "float" if spec.float_weight else spec.activation
     for name in specs:  # layers the exported output does not depend on (e.g. an unused pooler)
         found.setdefault(name, "not in graph")
@@ -142,14 +145,17 @@ def rewrite_quantized(model: Any, specs: dict[str, QuantLinearSpec]) -> dict[str
     return found
 
 
-def _quantized_nodes(G: _Graph, node: Any, name: str, spec: QuantLinearSpec, helper: Any, TP: Any) -> list[Any]:
+def _quantized_nodes(G: _Graph, node: Any, name: str, spec: QuantLinearSpec, helper: Any, TP: Any, per_token_form: str) -> list[Any]:
     base = name.replace(".", "_")
     x, y = node.input[0], node.output[0]
     nodes = []
     if spec.input_scale is not None:
-        xs = G.fresh(base + "_smoothed")
-        nodes.append(helper.make_node("Mul", [x, G.const(base + "_input_scale", spec.input_scale.float().numpy())], [xs]))
-        x = xs
+        key = ("smooth", x, _digest(spec.input_scale.float().numpy()))
+        if key not in G.shared:
+            xs = G.fresh(base + "_smoothed")
+            nodes.append(helper.make_node("Mul", [x, G.const(base + "_input_scale", spec.input_scale.float().numpy())], [xs]))
+            G.shared[key] = xs
+        x = G.shared[key]
     if spec.float_weight:  # keep the float MatMul/Gemm, fed by the scaled input
         kept = type(node)()
         kept.CopyFrom(node)
@@ -161,8 +167,10 @@ def _quantized_nodes(G: _Graph, node: Any, name: str, spec: QuantLinearSpec, hel
     # is), and a 2-D one as Gemm with the bias as input C (re-added here).
     bias = spec.bias.detach().float().numpy() if (spec.bias is not None and node.op_type == "Gemm") else None
     out = G.fresh(base + "_mm") if bias is not None else y
-    if spec.activation == "dynamic-token":
+    if spec.activation == "dynamic-token" and per_token_form == "integer":
         nodes.extend(_per_token_matmul(G, base, x, qw, spec, out, helper, TP))
+    elif spec.activation == "dynamic-token":
+        nodes.extend(_per_token_normalized(G, base, x, qw, spec, out, helper, fixed=per_token_form == "normalized-fixed"))
     else:
         zp = spec.zero_point.numpy() if spec.zero_point is not None else np.zeros(tuple(spec.scale.shape), np.int8)
         if spec.scale.dim() == 2:  # group-wise: blocked DequantizeLinear (opset 21)
@@ -215,3 +223,41 @@ def _per_token_matmul(G: _Graph, base: str, x: str, qw: np.ndarray, spec: QuantL
     ws = G.const(base + "_wscale", spec.scale.float().numpy())
     nodes.append(helper.make_node("Mul", [y1, ws], [out]))
     return nodes
+
+
+def _per_token_normalized(G: _Graph, base: str, x: str, qw: np.ndarray, spec: QuantLinearSpec, out: str, helper: Any,
+                          fixed: bool = False) -> list[Any]:  # fmt: skip
+    # Per-token scales through ONNX Runtime's fused dynamic INT8 GEMM: divide each row by its
+    # max |x| (rows then share one range, [-1, 1]), quantize per tensor with
+    # DynamicQuantizeLinear -> DequantizeLinear -> MatMul (fused into DynamicQuantizeMatMul),
+    # multiply the rows back. Same levels per row as symmetric per-token INT8, 4 cheap passes.
+    if spec.scale.dim() != 1 or spec.zero_point is not None:
+        raise CompatibilityError(f"{base}: per-token activations need symmetric per-channel weight scales")
+    f = G.fresh
+    nodes = []
+    key = ("rownorm", x)
+    if key not in G.shared:
+        absx, mx, r, xs = (f(base + t) for t in ("_abs", "_max", "_r", "_xs"))
+        nodes += [
+            helper.make_node("Abs", [x], [absx]),
+            helper.make_node("ReduceMax", [absx], [mx], axes=[-1], keepdims=1),
+            helper.make_node("Max", [mx, G.const(base + "_eps", np.array(1e-8, np.float32))], [r]),
+            helper.make_node("Div", [x, r], [xs]),
+        ]
+        G.shared[key] = (xs, r)
+    xs, r = G.shared[key]
+    q, s, z, xd, y0, wdq = (f(base + t) for t in ("_xq", "_xsc", "_xzp", "_xdq", "_y0", "_w"))
+    if fixed:  # rows lie in [-1, 1]: a constant scale saves DynamicQuantizeLinear's min/max pass
+        s = G.const(base + "_xsc", np.array(2.0 / 255.0, np.float32))
+        z = G.const(base + "_xzp", np.array(128, np.uint8))
+        quant = helper.make_node("QuantizeLinear", [xs, s, z], [q])
+    else:
+        quant = helper.make_node("DynamicQuantizeLinear", [xs], [q, s, z])
+    return nodes + [
+        quant,
+        helper.make_node("DequantizeLinear", [q, s, z], [xd]),
+        helper.make_node("DequantizeLinear", [G.const(base + "_qweight", qw), G.const(base + "_wscale", spec.scale.float().numpy()),
+                                              G.const(base + "_wzp", np.zeros(qw.shape[1], np.int8))], [wdq], axis=1),
+        helper.make_node("MatMul", [xd, wdq], [y0]),
+        helper.make_node("Mul", [y0, r], [out]),
+    ]  # fmt: skip

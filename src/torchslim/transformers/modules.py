@@ -107,13 +107,14 @@ class StaticInt8Linear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.register_buffer("act_scale", torch.ones(()))
         self.register_buffer("act_zero_point", torch.zeros((), dtype=torch.int64))
+        self.register_buffer("act_qmax", torch.full((), 255, dtype=torch.int64))
         self.register_buffer("_w_zp", torch.zeros(out_features, dtype=torch.int64), persistent=False)
         self._packed: torch.Tensor | None = None
         self._packed_key: tuple[int, int] | None = None
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, act_range: tuple[float, float]) -> StaticInt8Linear:
-        from torchslim.quantization.modules import quantize_weight_per_channel
+        from torchslim.quantization.modules import act_qmax, quantize_weight_per_channel
         from torchslim.quantization.observers import qparams
 
         m = cls(linear.in_features, linear.out_features, linear.bias is not None)
@@ -122,9 +123,13 @@ class StaticInt8Linear(nn.Module):
         m.weight_scale.copy_(s)
         if linear.bias is not None:
             m.bias.copy_(linear.bias.detach().float())
-        scale, zp = qparams(*act_range, bits=8)
+        # 8-bit activations with AVX-512 VNNI, 7-bit without: the u8 x s8 pair sums of
+        # vpmaddubsw saturate int16 otherwise (see torchslim.quantization.modules.act_qmax).
+        bits = 8 if act_qmax() == 127 else 7
+        scale, zp = qparams(*act_range, bits=bits)
         m.act_scale.fill_(scale)
         m.act_zero_point.fill_(zp)
+        m.act_qmax.fill_(2**bits - 1)
         return m
 
     def __deepcopy__(self, memo: dict[int, Any]) -> StaticInt8Linear:
@@ -139,7 +144,7 @@ class StaticInt8Linear(nn.Module):
             self._packed_key = key
         lead = x.shape[:-1]
         scale, zp = float(self.act_scale), int(self.act_zero_point)
-        qx = torch.clamp(torch.round(x.reshape(-1, self.in_features).float() / scale) + zp, 0, 255).to(torch.uint8)
+        qx = torch.clamp(torch.round(x.reshape(-1, self.in_features).float() / scale) + zp, 0, int(self.act_qmax)).to(torch.uint8)
         y = torch.ops.onednn.qlinear_pointwise(
             qx, scale, zp, self._packed, self.weight_scale, self._w_zp, self.bias, 1.0, 0, torch.float32, "none", [], ""
         )

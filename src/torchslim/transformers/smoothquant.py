@@ -83,3 +83,30 @@ def apply_smoothing(model: nn.Module, groups: dict[str, list[str]], stats: dict[
             lin.weight.mul_(s)
             report[n] = float(act.max() / (act / s).max())
     return report
+
+
+@torch.inference_mode()
+def shared_input_groups(model: nn.Module, batch: Batch, names: Sequence[str]) -> list[list[str]]:
+    """Groups of the named Linear layers that read the very same input tensor (e.g. q/k/v).
+
+    A group shares one smoothing vector, so the exported graph scales and quantizes that input
+    once for all of its layers.
+    """
+    seen: list[tuple[torch.Tensor, list[str]]] = []  # keeps inputs alive, so identity is safe
+    hooks = []
+    for n in names:
+
+        def pre(mod: nn.Module, inp: tuple[torch.Tensor, ...], n: str = n) -> None:
+            for t, group in seen:
+                if inp[0] is t:
+                    group.append(n)
+                    return
+            seen.append((inp[0], [n]))
+
+        hooks.append(model.get_submodule(n).register_forward_pre_hook(pre))
+    try:
+        model.eval()(**batch.as_kwargs())
+    finally:
+        for h in hooks:
+            h.remove()
+    return [g for _, g in seen]
