@@ -45,3 +45,32 @@ def _fmt(v: Any) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def checkpoint_out(path: str, force: bool) -> Path:
+    """``--out`` as a ``.safetensors`` path, refused if it exists and ``--force`` was not given."""
+    from torchslim.errors import OutputExistsError
+
+    out = Path(path)
+    if out.suffix != ".safetensors":
+        out = out.with_suffix(".safetensors")
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+    return out
+
+
+def targets_arg(text: str | None, *, example: str, mapping_only: bool = False) -> Any:
+    """Parse ``--targets`` JSON (a list of names/patterns or a {name: value} mapping)."""
+    import json
+
+    from torchslim.errors import ConfigError
+
+    if not text:
+        return None
+    try:
+        targets = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--targets is not valid JSON ({exc}); e.g. {example}") from exc
+    if mapping_only and not isinstance(targets, dict):
+        raise ConfigError(f"--targets must be a JSON object, e.g. {example}")
+    return targets

@@ -30,9 +30,9 @@ def run(args: argparse.Namespace) -> int:
 
     from torchslim.checkpoint import load_checkpoint, save_checkpoint
     from torchslim.cli._common import print_table
+    from torchslim.data import load_dataset
     from torchslim.errors import ConfigError
     from torchslim.measure.accuracy import accuracy
-    from torchslim.data import load_dataset
     from torchslim.recovery import FinetuneConfig, finetune
     from torchslim.training.loop import _dist_env
 

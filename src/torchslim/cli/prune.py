@@ -7,7 +7,6 @@ tensors: sparse ones are stored as bitmask + values, pruned architectures as mod
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 METHODS = ["magnitude", "random", "wanda", "taylor", "nm", "structured"]
@@ -61,27 +60,16 @@ def build_config(args: argparse.Namespace, input_shape: list[int] | None) -> Any
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from torchslim.checkpoint import save_checkpoint
-    from torchslim.cli._common import load_model_arg, print_table
+    from torchslim.cli._common import checkpoint_out, load_model_arg, print_table, targets_arg
     from torchslim.data import load_dataset
-    from torchslim.errors import ConfigError, OutputExistsError
     from torchslim.io import write_json
     from torchslim.models import get_entry
     from torchslim.pruning import make_permanent, prune
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        out = out.with_suffix(".safetensors")
-    if out.exists() and not args.force:
-        raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
-    targets = None
-    if args.targets:
-        try:
-            targets = json.loads(args.targets)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--targets is not valid JSON ({exc}); e.g. '[\"fc1\", \"fc2\"]' or '{{\"fc3\": null}}'") from exc
+    out = checkpoint_out(args.out, args.force)
+    targets = targets_arg(args.targets, example="'[\"fc1\", \"fc2\"]' or '{\"fc3\": null}'")
     model, meta = load_model_arg(args.model)
     arch = meta.get("architecture", {}).get("name")
     shape = list(get_entry(arch).input_shape or []) if arch else None

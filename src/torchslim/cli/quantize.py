@@ -7,7 +7,6 @@ also trains (``--epochs``) on it. The saved checkpoint holds the INT8/INT4 tenso
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 METHODS = {
@@ -74,28 +73,15 @@ def build_config(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from torchslim.checkpoint import save_checkpoint
-    from torchslim.cli._common import load_model_arg, print_table
-    from torchslim.errors import ConfigError, OutputExistsError
+    from torchslim.cli._common import checkpoint_out, load_model_arg, print_table, targets_arg
     from torchslim.io import write_json
     from torchslim.quantization import quantize
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        out = out.with_suffix(".safetensors")
-    if out.exists() and not args.force:
-        raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+    out = checkpoint_out(args.out, args.force)
     config = build_config(args)  # options are checked before any data or model is loaded
-    targets = None
-    if args.targets:
-        try:
-            targets = json.loads(args.targets)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"--targets is not valid JSON ({exc}); e.g. '{{\"fc3\": null}}'") from exc
-        if not isinstance(targets, dict):
-            raise ConfigError('--targets must be a JSON object, e.g. \'{"fc3": null}\'')
+    targets = targets_arg(args.targets, example="'{\"fc3\": null}'", mapping_only=True)
     model, meta = load_model_arg(args.model)
     arch = meta.get("architecture", {}).get("name")
     calib = train = val = None

@@ -20,17 +20,16 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from torchslim.config import StrictConfig
 from torchslim.errors import CompatibilityError, ConfigError, DataError, OutputExistsError, require
 from torchslim.export.qdq import QuantLinearSpec, rewrite_quantized
 from torchslim.io import atomic_path
 
 
-class ExportConfig(BaseModel):
+class ExportConfig(StrictConfig):
     """Options of :func:`export_onnx` (also the keys of an ``export`` recipe step)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     opset: int = Field(17, ge=13, le=21, description="ONNX opset; group-wise INT4 weights need 21")
     dynamic_batch: bool = True
@@ -43,11 +42,6 @@ class ExportConfig(BaseModel):
         description="per-token INT8 as row-normalised input to ORT's fused dynamic GEMM, or spelled out with MatMulInteger",
     )
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(f"ExportConfig: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
 
 
 @dataclass

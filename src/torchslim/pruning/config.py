@@ -11,41 +11,22 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from torchslim.errors import ConfigError, UnknownNameError, suggest
+from torchslim.config import StrictConfig
+from torchslim.errors import UnknownNameError, suggest
 from torchslim.training.config import TrainConfig
 
 Amount = float | int
 
 
-def _describe(exc: ValidationError, cls: type[BaseModel]) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown field; {cls.__name__} takes {sorted(cls.model_fields)}.{suggest(str(err['loc'][-1]), cls.model_fields)}"
-        elif "input" in err and err["type"] != "missing":
-            msg = f"{msg} (got {err['input']!r})"
-        parts.append(f"{loc}: {msg}")
-    return f"{cls.__name__}: " + "; ".join(parts)
-
-
-class PruneConfig(BaseModel):
+class PruneConfig(StrictConfig):
     """Base of every pruning config. Not used directly."""
 
-    model_config = ConfigDict(extra="forbid")
     method: ClassVar[str] = ""
     input_shape: list[int] | None = Field(
         None, description="shape of one input without the batch dim, for MACs and tracing when no calib_data is given"
     )
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc, type(self))) from None
 
 
 def _check_amount(v: Any) -> Any:
@@ -166,7 +147,7 @@ class StructuredConfig(PruneConfig):
     calib_samples: int = Field(256, ge=1, description="samples for taylor importance")
 
 
-class GradualConfig(BaseModel):
+class GradualConfig(StrictConfig):
     """Zhu & Gupta's (2017) gradual magnitude pruning schedule, applied during fine-tuning.
 
     s_t = s_f + (s_i - s_f) * (1 - (t - t0) / (n * dt))^3 for t0 <= t <= t0 + n*dt, updated every
@@ -177,7 +158,6 @@ class GradualConfig(BaseModel):
     1000
     """
 
-    model_config = ConfigDict(extra="forbid")
     method: ClassVar[str] = "gradual"
     final_sparsity: float = Field(..., ge=0.0, lt=1.0)
     initial_sparsity: float = Field(0.0, ge=0.0, lt=1.0)
@@ -187,12 +167,6 @@ class GradualConfig(BaseModel):
     scope: Literal["layer", "global"] = "layer"
     parameter: str = "weight"
     train: TrainConfig = Field(default_factory=TrainConfig, description="the fine-tuning run the schedule rides on")
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc, type(self))) from None
 
     @model_validator(mode="after")
     def _check(self) -> GradualConfig:
@@ -205,26 +179,19 @@ class GradualConfig(BaseModel):
         return self.begin_step + self.n_prunes * self.frequency
 
 
-class IterativeConfig(BaseModel):
+class IterativeConfig(StrictConfig):
     """Iterative pruning (Han et al., 2015): prune, fine-tune, prune more, ``rounds`` times.
 
     Round r (1-based) prunes to sparsity 1 - (1 - final)^(r / rounds), so each round removes the
     same fraction of the weights still alive.
     """
 
-    model_config = ConfigDict(extra="forbid")
     method: ClassVar[str] = "iterative"
     final_sparsity: float = Field(..., ge=0.0, lt=1.0)
     rounds: int = Field(3, ge=1)
     scope: Literal["layer", "global"] = "layer"
     parameter: str = "weight"
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=2))
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc, type(self))) from None
 
     def sparsity_at(self, r: int) -> float:
         return 1.0 - (1.0 - self.final_sparsity) ** (r / self.rounds)

@@ -13,40 +13,20 @@ torchslim.errors.ConfigError: WeightOnlyConfig: bits: Input should be 4 or 8 (go
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from torchslim.errors import ConfigError, suggest
+from torchslim.config import StrictConfig
 from torchslim.training.config import TrainConfig
 
 Observer = Literal["minmax", "moving_average", "percentile", "mse", "kl", "auto"]
 
 
-def _describe(exc: ValidationError, cls: type[BaseModel]) -> str:
-    parts = []
-    for err in exc.errors():
-        loc = ".".join(str(x) for x in err["loc"]) or "config"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown field; {cls.__name__} takes {sorted(cls.model_fields)}.{suggest(str(err['loc'][-1]), cls.model_fields)}"
-        elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
-            msg = f"{msg} (got {err['input']!r})"
-        parts.append(f"{loc}: {msg}")
-    return f"{cls.__name__}: " + "; ".join(parts)
-
-
-class QuantConfig(BaseModel):
+class QuantConfig(StrictConfig):
     """Base of every quantization config. Not used directly."""
 
-    model_config = ConfigDict(extra="forbid")
     method: ClassVar[str] = ""
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(_describe(exc, type(self))) from None
 
 
 class FP16Config(QuantConfig):

@@ -101,7 +101,7 @@ def lr_at(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         # Standard practice: no weight decay on biases and normalisation scales.

@@ -25,16 +25,17 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
+from torchslim.config import StrictConfig
 from torchslim.errors import ConfigError, DataError
 from torchslim.layer_report import Report
 from torchslim.measure import peak_rss_mb
 from torchslim.targets import resolve_targets
 from torchslim.transformers.calibrate import block_inputs, block_output, encoder_blocks, finite_rows
 from torchslim.transformers.embed import Batch
-from torchslim.transformers.int8 import _Config, _set
+from torchslim.transformers.int8 import _set
 
 
-class GPTQConfig(_Config):
+class GPTQConfig(StrictConfig):
     """Weight-only INT4/INT8 with GPTQ error compensation.
 
     >>> GPTQConfig().bits, GPTQConfig().group_size

@@ -28,8 +28,9 @@ from typing import Any, Literal
 
 import torch
 import torch.nn as nn
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
+from torchslim.config import StrictConfig
 from torchslim.errors import ConfigError, DataError
 from torchslim.layer_report import Report
 from torchslim.targets import resolve_targets
@@ -39,24 +40,7 @@ from torchslim.transformers.modules import SmoothedLinear, StaticInt8Linear
 from torchslim.transformers.smoothquant import shared_input_groups, smoothing_scales
 
 
-class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            parts = []
-            for err in exc.errors():
-                loc = ".".join(str(x) for x in err["loc"]) or "config"
-                msg = err["msg"]
-                if err["type"] == "extra_forbidden":
-                    msg = f"unknown field; {type(self).__name__} takes {sorted(type(self).model_fields)}"
-                parts.append(f"{loc}: {msg}")
-            raise ConfigError(f"{type(self).__name__}: " + "; ".join(parts)) from None
-
-
-class EncoderInt8Config(_Config):
+class EncoderInt8Config(StrictConfig):
     """INT8 weights and activations for every Linear of an encoder.
 
     >>> EncoderInt8Config().activation

@@ -25,15 +25,15 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
+from torchslim.config import StrictConfig
 from torchslim.errors import CompatibilityError, ConfigError, DataError
 from torchslim.layer_report import Report
 from torchslim.targets import resolve_targets
 from torchslim.transformers.calibrate import collect_stats, encoder_blocks, finite_rows
 from torchslim.transformers.embed import Batch
-from torchslim.transformers.int8 import _Config
 
 
-class WandaConfig(_Config):
+class WandaConfig(StrictConfig):
     """Wanda one-shot pruning of Linear layers.
 
     >>> WandaConfig(pattern="2:4").pattern
@@ -45,7 +45,7 @@ class WandaConfig(_Config):
     include_outside_blocks: bool = Field(False, description="also prune Linears outside the transformer blocks (pooler)")
 
 
-class StructuredConfig(_Config):
+class StructuredConfig(StrictConfig):
     """Remove whole attention heads and FFN neurons.
 
     >>> StructuredConfig(head_fraction=0.25).ffn_fraction
