@@ -31,6 +31,24 @@ def test_int8_dynamic_linear_is_close_to_float_for_any_leading_shape(activation)
     assert q.weight_int8.dtype == torch.int8 and q.weight_int8.shape == (256, 384)
 
 
+def test_per_tensor_fused_kernel_matches_the_unfused_integer_path(monkeypatch):
+    # On x86 per-tensor activations run FBGEMM's fused dynamic linear; the fallback computes the
+    # same u8 x s8 product in separate passes. Both must agree with each other and follow weight edits.
+    from torchslim.quantization import modules
+
+    lin = nn.Linear(96, 40)
+    q = Int8DynamicLinear.from_float(lin, activation="per_tensor")
+    x = torch.randn(4, 7, 96)
+    with torch.no_grad():
+        fused = q(x)
+        monkeypatch.setattr(modules, "_fbgemm_ready", lambda: False)
+        split = q(x)
+        monkeypatch.undo()
+        assert _rel(fused, split) < 0.01 and _rel(fused, lin(x)) < 0.03
+        q.weight_int8.zero_()  # the packed copy is rebuilt: the output is the bias alone
+        assert torch.allclose(q(x), q.bias.expand(4, 7, 40), atol=1e-6)
+
+
 def test_per_token_beats_per_tensor_when_rows_differ_in_scale():
     lin = nn.Linear(128, 64, bias=False)
     x = torch.randn(32, 128) * torch.logspace(-2, 1, 32)[:, None]  # rows span 3 decades

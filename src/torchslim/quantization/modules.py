@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from typing import Any, Literal
 
 import torch
@@ -100,6 +101,58 @@ class _PackedWeightCache:
         return {"key": None, "packed": None}
 
 
+@functools.lru_cache(maxsize=1)
+def _reduce_range() -> bool:
+    return act_qmax() != 127
+
+
+@functools.lru_cache(maxsize=1)
+def _fbgemm_ready() -> bool:
+    """FBGEMM's quantized kernels are the active engine (x86 builds of PyTorch) and still work."""
+    if torch.backends.quantized.engine not in ("x86", "fbgemm"):
+        return False
+    try:
+        probe = Int8DynamicLinear(4, 2, activation="per_tensor")
+        probe._fbgemm.get(probe)
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: use the oneDNN path
+        return False
+
+
+class _FbgemmPackCache:
+    """FBGEMM's packed weight + bias for ``quantized::linear_dynamic``; derived, never saved."""
+
+    def __init__(self) -> None:
+        self.key: tuple[int, ...] | None = None
+        self.version = -1  # the int8 weight's version the fast path compares (its buffers change together)
+        self.packed: Any = None
+
+    def get(self, m: Int8DynamicLinear) -> Any:
+        key = (m.weight_int8.data_ptr(), m.weight_int8._version, m.weight_scale._version,
+               -1 if m.bias is None else m.bias._version)  # fmt: skip
+        if self.packed is None or self.key != key:
+            zp = torch.zeros(m.out_features, dtype=torch.int64)
+            with warnings.catch_warnings():
+                # FBGEMM's prepack takes a qint8 tensor, whose creation PyTorch 2.14 marks as
+                # deprecated. It lives only inside this derived cache (the model's buffers are plain
+                # int8); if a later PyTorch removes it, _fbgemm_ready() turns False and the oneDNN
+                # path below serves.
+                warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+                qw = torch._make_per_channel_quantized_tensor(m.weight_int8.detach(), m.weight_scale.detach().double(), zp, 0)
+            self.packed = torch.ops.quantized.linear_prepack(qw, None if m.bias is None else m.bias.detach())
+            self.key = key
+        # Buffers loaded or edited after packing bump the int8 weight's version only if it was
+        # written; scale/bias edits alone are caught on the next call through this method.
+        self.version = -1 if key[2:] != self.key[2:] else m.weight_int8._version
+        return self.packed
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _FbgemmPackCache:
+        return _FbgemmPackCache()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"key": None, "version": -1, "packed": None}
+
+
 class Int8DynamicLinear(nn.Module):
     """``nn.Linear`` with INT8 per-channel weights and INT8 activations quantized per call.
 
@@ -108,7 +161,8 @@ class Int8DynamicLinear(nn.Module):
     integer GEMM runs once for the whole batch and the per-row scales are applied to its int32
     result, so outliers in one token do not cost the others precision (7-bit activations on CPUs
     without VNNI, see :func:`act_qmax`). ``"per_tensor"`` uses one
-    asymmetric scale/zero point for the whole input (what ``torch.ao``'s dynamic quantization does).
+    asymmetric scale/zero point for the whole input (what ``torch.ao``'s dynamic quantization does);
+    on x86 it runs FBGEMM's fused dynamic linear kernel on these weights.
 
     Buffers: ``weight_int8`` ``[out, in]`` int8, ``weight_scale`` ``[out]`` float32, ``bias``
     ``[out]`` float32 (optional). Inputs of any leading shape ``[..., in]``, float32.
@@ -135,6 +189,7 @@ class Int8DynamicLinear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.register_buffer("_w_zp", torch.zeros(out_features, dtype=torch.int64), persistent=False)
         self._cache = _PackedWeightCache()
+        self._fbgemm = _FbgemmPackCache()
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, activation: ActGranularity = "per_token") -> Int8DynamicLinear:
@@ -157,6 +212,14 @@ class Int8DynamicLinear(nn.Module):
         return torch.tensor(qmax + 1.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation == "per_tensor" and _fbgemm_ready() and x.dtype == torch.float32:
+            # One fused kernel (min/max, quantize, u8 x s8 GEMM, float output): FBGEMM's dynamic
+            # linear, the kernel the seed's quantize_dynamic runs, here on torchslim's own
+            # per-channel weights. At batch 64 separate elementwise passes cost 2x its time, so
+            # this path also keeps the Python around the call to a minimum.
+            fb = self._fbgemm
+            packed = fb.packed if fb.version == self.weight_int8._version else fb.get(self)
+            return torch.ops.quantized.linear_dynamic(x, packed, _reduce_range())
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float()
         packed = self._cache.get(self.weight_int8)
