@@ -50,10 +50,11 @@ DISTILL = {"temperature": 4.0, "alpha": 0.7}
 CONFIGS: dict[str, dict[str, Any]] = {
     "lenet300": {
         # fc1 holds 88% of the weights and the bytes: 6% kept, 4-bit codebook; fc2/fc3 are cheap.
+        # One-shot pruning then 30 epochs of masked retraining at lr 0.05 (measured in bench-pruning:
+        # 89.83% at 8/9/26% kept; the gradual 6+12-epoch schedule at lr 0.02 reached 89.49%).
         "prune": {
-            "keep": {"fc1": 0.06, "fc2": 0.10, "fc3": 0.3}, "schedule": "gradual", "prune_epochs": 6,
-            "prune_frequency": 25,
-            "train": {"epochs": 12, "lr": 0.02, "weight_decay": 1e-4, "augment": False, "distill": DISTILL},
+            "keep": {"fc1": 0.06, "fc2": 0.10, "fc3": 0.3}, "schedule": "one-shot",
+            "train": {"epochs": 30, "lr": 0.05, "weight_decay": 1e-4, "augment": False, "distill": DISTILL},
         },
         "share": {"layer_bits": {"fc1": 4, "fc2": 5, "fc3": 5}, "bias_bits": 5, "codebook_dtype": "float16"},
         "share_train": {"epochs": 4, "lr": 0.002, "weight_decay": 0.0, "augment": False, "distill": DISTILL},

@@ -134,6 +134,7 @@ def nonzero_macs(model: nn.Module, x: torch.Tensor) -> int:
 def finetune(ctx: Ctx, model: nn.Module, epochs: int, lr: float, *, distill: bool = False, callbacks: list | None = None) -> tuple[nn.Module, float]:
     cfg = TrainConfig(
         epochs=epochs, lr=lr, batch_size=128, weight_decay=1e-4 if ctx.name == "lenet300" else 5e-4,
+        augment=ctx.name != "lenet300",  # as each baseline was trained
         distill=DistillConfig(temperature=4.0, alpha=0.7) if distill else None,
     )  # fmt: skip
     t0 = time.perf_counter()
@@ -153,7 +154,9 @@ def bench_lenet300(runs: int, epochs: int) -> Iterator[dict[str, Any]]:
     overall = sum(round(targets[k] * n) for k, n in sizes.items()) / sum(sizes.values())
     bar = "accuracy >= baseline - 0.3 pt"
     ok = lambda r: r["accuracy"] >= r["baseline_accuracy"] - 0.3  # noqa: E731
-    lr = 0.1  # retraining at the baseline's learning rate beats a small fine-tuning rate (Renda et al., 2020)
+    # Measured: 30 epochs at lr 0.05 without augmentation (as the baseline was trained) reach 89.83%;
+    # 15 epochs at lr 0.1 with flips and shifts reached 89.3%.
+    lr = 0.05
     dc, _ = prune(ctx.base, MagnitudeConfig(amount=0.9), targets=targets)
     yield ctx.row(dc, "deep-compression per-layer 8/9/26% kept, one-shot (no fine-tune)")
     # Masks stay attached (torch.nn.utils.prune reparametrization): the forward pre-hook applies
@@ -173,7 +176,7 @@ def bench_lenet300(runs: int, epochs: int) -> Iterator[dict[str, Any]]:
     n = 20
     gcfg = GradualConfig(
         final_sparsity=0.92, begin_step=0, n_prunes=n, frequency=epochs * steps // (2 * n),
-        train=TrainConfig(epochs=epochs, lr=0.05, batch_size=128, weight_decay=1e-4, distill=DistillConfig()),
+        train=TrainConfig(epochs=epochs, lr=lr, batch_size=128, weight_decay=1e-4, augment=False, distill=DistillConfig()),
     )  # fmt: skip
     t0 = time.perf_counter()
     with num_threads(TRAIN_THREADS):
@@ -206,17 +209,16 @@ def _same_latency(untimed: dict[str, Any], timed: dict[str, Any]) -> None:
 
 
 def bench_resnet20_structured(ctx: Ctx, epochs: int) -> Iterator[dict[str, Any]]:
-    cfg = StructuredConfig(ratio=0.5, importance="l1", round_to=8)
-    st, rep = prune(ctx.base, cfg, calib_data=ctx.train.subset(256))
-    s = rep.summary
-    label = f"structured L1 ratio {cfg.ratio} round_to {cfg.round_to} ({s['channels_removed']}/{s['channels_before']} channels)"
-    first = ctx.row(st, f"{label}, no fine-tune", timed=False)
+    from _resnet20_structured import LABEL, pruned_and_recovered
+
+    with num_threads(TRAIN_THREADS):
+        st, rec, info = pruned_and_recovered(ctx.base, epochs)
+    first = ctx.row(st, f"{LABEL}, no fine-tune", timed=False)
     yield first
-    st, secs = finetune(ctx, st, epochs, 0.02, distill=True)
     last = ctx.row(
-        st, f"{label} + fine-tune with distillation", bar=">= 2x fewer MACs, >= 1.8x faster b64, <= 0.5 pt drop",
+        rec, f"{LABEL} + fine-tune with distillation", bar=">= 2x fewer MACs, >= 1.8x faster b64, <= 0.5 pt drop",
         ok=lambda r: r["baseline_macs"] / r["macs"] >= 2 and r["speedup_b64"] >= 1.8 and r["accuracy"] >= r["baseline_accuracy"] - 0.5,
-        finetune_epochs=epochs, finetune_s=secs,
+        finetune_epochs=info["epochs"], finetune_s=info["finetune_s"],
     )  # fmt: skip
     _same_latency(first, last)
     yield last
@@ -288,10 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
     ap.add_argument("--runs", type=int, default=30, help="timed runs per model (batch 64)")
-    ap.add_argument("--resnet20-structured-epochs", type=int, default=4)
+    ap.add_argument("--resnet20-structured-epochs", type=int, default=None, help="default: _resnet20_structured.FINETUNE")
     ap.add_argument("--resnet20-nm-epochs", type=int, default=2)
     ap.add_argument("--lenet5-nm-epochs", type=int, default=3)
-    ap.add_argument("--lenet300-epochs", type=int, default=15)
+    ap.add_argument("--lenet300-epochs", type=int, default=30)
     ap.add_argument("--resnet20-train-samples", type=int, default=None, help="fine-tune ResNet-20 on the first N training samples")
     ap.add_argument("--train-threads", type=int, default=2, help="threads for fine-tuning (1 helps on a busy machine)")
     args = ap.parse_args(argv)

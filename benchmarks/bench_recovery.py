@@ -23,8 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import setup, write_results  # noqa: E402
-
+from _common import RESULTS, setup, write_results  # noqa: E402
 from torchslim.checkpoint import save_checkpoint  # noqa: E402
 from torchslim.data import load_dataset  # noqa: E402
 from torchslim.measure import accuracy, count_macs, sparsity  # noqa: E402
@@ -87,40 +86,55 @@ def ddp_rows(pruned, base_acc: float, epochs: int) -> list[dict]:
     return rows
 
 
-def resnet_rows(epochs: int) -> list[dict]:
-    from torchslim.pruning import StructuredConfig, prune
+def resnet_rows(epochs: int | None) -> list[dict]:
+    from _resnet20_structured import LABEL, pruned_and_recovered
 
     test = load_dataset("fashion-mnist", "test")
     base, _ = get_baseline("resnet20", train_if_missing=False)
     base_acc = accuracy(base, test)
     x = test.images[:1]
-    pruned, _ = prune(base, StructuredConfig(ratio=0.3, scope="layer", input_shape=[1, 1, 28, 28]))
+    pruned, new, info = pruned_and_recovered(base, epochs)
     macs0, macs1 = count_macs(base, x), count_macs(pruned, x)
-    t0 = time.perf_counter()
-    cfg = FinetuneConfig(epochs=epochs, lr=0.02, batch_size=128, distill=DistillConfig(temperature=4.0, alpha=0.7))
-    new, _ = finetune(pruned, cfg, teacher=base, quiet=True)
-    return [{"model": "resnet20", "method": f"structured {macs0 / macs1:.2f}x fewer MACs + distillation",
-             "accuracy": accuracy(new, test), "baseline_accuracy": base_acc, "macs": macs1, "baseline_macs": macs0,
-             "wall_s": round(time.perf_counter() - t0, 1), "processes": 1, "epochs": epochs}]  # fmt: skip
+    return [{"model": "resnet20", "method": f"{LABEL}: {macs0 / macs1:.2f}x fewer MACs + distillation",
+             "accuracy": accuracy(new, test), "baseline_accuracy": base_acc, "accuracy_after_pruning": accuracy(pruned, test),
+             "macs": macs1, "baseline_macs": macs0, "wall_s": info["finetune_s"], "processes": 1, "epochs": info["epochs"],
+             "bar": "within 0.5 pt of FP32"}]  # fmt: skip
+
+
+SECTIONS = ("lenet5", "ddp", "resnet20")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--resnet", action="store_true", help="also the ResNet-20 structured row (slow on CPU)")
-    ap.add_argument("--resnet-epochs", type=int, default=3)
-    ap.add_argument("--no-ddp", action="store_true")
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}; "
+                    "rows of the sections run replace their earlier rows")  # fmt: skip
+    ap.add_argument("--epochs", type=int, default=3, help="LeNet-5 recovery epochs (all LeNet-5 rows)")
+    ap.add_argument("--resnet-epochs", type=int, default=None, help="default: _resnet20_structured.FINETUNE")
     args = ap.parse_args()
+    only = [s for s in args.only.split(",") if s]
+    if bad := [s for s in only if s not in SECTIONS]:
+        raise SystemExit(f"unknown section(s) {bad}; choose from {SECTIONS}")
     setup()
-    rows, pruned, base_acc = lenet5_rows(args.epochs)
-    if not args.no_ddp:
-        rows += ddp_rows(pruned, base_acc, args.epochs)
-    if args.resnet:
-        rows += resnet_rows(args.resnet_epochs)
+    rows: list[dict] = []
+    if "lenet5" in only or "ddp" in only:
+        lenet, pruned, base_acc = lenet5_rows(args.epochs)
+        rows += [dict(r, section="lenet5") for r in lenet] if "lenet5" in only else []
+        if "ddp" in only:
+            rows += [dict(r, section="ddp") for r in ddp_rows(pruned, base_acc, args.epochs)]
+    if "resnet20" in only:
+        rows += [dict(r, section="resnet20") for r in resnet_rows(args.resnet_epochs)]
+    path = RESULTS / "recovery.json"
+    old = json.loads(path.read_text())["rows"] if path.is_file() else []
+    for r in old:  # rows written before sections were recorded
+        r.setdefault("section", "ddp" if "CLI" in r["method"] else r["model"])
+    rows = [r for r in old if r["section"] not in only] + rows
+    rows.sort(key=lambda r: SECTIONS.index(r["section"]))
     notes = ("Fashion-MNIST test split, cached FP32 baselines, 2 CPU threads (DDP: 2 processes x 1 thread, gloo). "
-             "Distillation: T=4, alpha=0.7. All recoveries of one model use the same epochs, lr and seed.")  # fmt: skip
+             "Distillation: T=4, alpha=0.7. All recoveries of one model use the same epochs, lr and seed. "
+             "ResNet-20: see benchmarks/_resnet20_structured.py (the same recovered model as bench-pruning's row).")  # fmt: skip
     write_results("recovery", rows, notes=notes,
-                  columns=["model", "method", "accuracy", "baseline_accuracy", "sparsity", "epochs", "wall_s", "processes"])  # fmt: skip
+                  columns=["model", "method", "accuracy", "baseline_accuracy", "accuracy_after_pruning", "sparsity",
+                           "macs", "baseline_macs", "epochs", "wall_s", "processes"])  # fmt: skip
     for r in rows:
         print(r)
 
