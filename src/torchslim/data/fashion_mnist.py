@@ -7,8 +7,8 @@ real online path (Zalando's published URLs); tests and benchmarks never call it.
 
 from __future__ import annotations
 
-import hashlib
 import gzip
+import hashlib
 import os
 import tempfile
 import urllib.request

@@ -1,8 +1,14 @@
 """Measurement: accuracy, embedding fidelity, size, sparsity, MACs, latency, memory."""
 
 from torchslim.measure.accuracy import accuracy, embedding_fidelity, predict
-from torchslim.measure.latency import LatencyStats, compare_latency, measure_latency, num_threads, peak_rss_mb
 from torchslim.measure.evaluate import evaluate
+from torchslim.measure.latency import (
+    LatencyStats,
+    compare_latency,
+    measure_latency,
+    num_threads,
+    peak_rss_mb,
+)
 from torchslim.measure.macs import count_macs
 from torchslim.measure.size import count_params, file_size, saved_size, sparsity
 

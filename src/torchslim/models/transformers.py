@@ -42,8 +42,9 @@ def load_hf_encoder(folder: str | Path) -> nn.Module:
     if not any((folder / f).is_file() for f in ("model.safetensors", "pytorch_model.bin")):
         raise CheckpointError(f"{folder} has no model.safetensors; the folder holds no weights")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoModel
     from transformers.utils import logging as hf_logging
+
+    from transformers import AutoModel
 
     hf_logging.set_verbosity_error()
     try:
