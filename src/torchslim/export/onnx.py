@@ -24,6 +24,7 @@ from pydantic import Field
 
 from torchslim.config import StrictConfig
 from torchslim.errors import CompatibilityError, ConfigError, DataError, OutputExistsError, require
+from torchslim.export.cnn import float_proxy, rewrite_static, static_specs
 from torchslim.export.qdq import QuantLinearSpec, rewrite_quantized
 from torchslim.io import atomic_path
 
@@ -40,6 +41,9 @@ class ExportConfig(StrictConfig):
     per_token_form: Literal["normalized", "normalized-fixed", "integer"] = Field(
         "normalized",
         description="per-token INT8 as row-normalised input to ORT's fused dynamic GEMM, or spelled out with MatMulInteger",
+    )
+    residual: Literal["requant", "float"] = Field(
+        "requant", description="static INT8 convs fused with a residual add: requantized (integer conv) or float (exact)"
     )
 
 
@@ -167,7 +171,8 @@ def export_onnx(
     specs = quant_specs(model)
     if any(s.scale.dim() == 2 for s in specs.values()) and config.opset < 21:
         raise ConfigError(f"group-wise quantized weights need ONNX opset 21 (blocked DequantizeLinear); got opset={config.opset}")
-    proxy = _float_proxy(model, specs).eval()
+    cnn_specs = static_specs(model)  # static INT8 QConv2d / QLinear (torchslim.export.cnn)
+    proxy = float_proxy(_float_proxy(model, specs), cnn_specs).eval()
     wrapped = (_HiddenStateOnly(proxy, names) if is_tokens else proxy).eval()
     axes: dict[str, dict[int, str]] = {}
     for n, t in zip(names, args, strict=True):
@@ -199,6 +204,8 @@ def export_onnx(
             found = rewrite_quantized(proto, specs, per_token_form=config.per_token_form)
             if config.opset >= 18:
                 _axes_as_inputs(proto)
+        if cnn_specs:
+            found.update(rewrite_static(proto, cnn_specs, residual=config.residual))
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
         result = ExportResult(
@@ -295,6 +302,41 @@ class OrtEncoder:
                 raise DataError(f"the ONNX model needs input {n!r}; got {sorted(inputs)}")
             feed[n] = inputs[n].numpy()
         return torch.from_numpy(self.session.run(None, feed)[0])
+
+
+class OrtModel(nn.Module):
+    """An exported single-input model (e.g. an image classifier) run in ONNX Runtime, called like PyTorch.
+
+    A module (no parameters) so ``torchslim.measure.accuracy`` / ``compare_latency`` take it as is.
+
+    >>> import tempfile
+    >>> from torchslim.models import create_model
+    >>> p = tempfile.mkdtemp() + "/m.onnx"
+    >>> _ = export_onnx(create_model("lenet5"), p, architecture="lenet5")
+    >>> OrtModel(p)(torch.zeros(3, 1, 28, 28)).shape
+    torch.Size([3, 10])
+    """
+
+    def __init__(self, path: str | Path | bytes, *, threads: int | None = 2, optimize: bool = True) -> None:
+        super().__init__()
+        self.session = ort_session(path, threads=threads, optimize=optimize)
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise CompatibilityError(f"OrtModel runs single-input models; this one takes {[i.name for i in inputs]} (use OrtEncoder)")
+        self.input_name = inputs[0].name
+        self.input_shape = list(inputs[0].shape)  # ints for fixed dimensions, names or None for dynamic ones
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"OrtModel takes a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != len(self.input_shape) or any(
+            isinstance(d, int) and d != n for d, n in zip(self.input_shape, x.shape, strict=True)
+        ):
+            raise DataError(f"the ONNX model takes input of shape {self.input_shape}; got {list(x.shape)}")
+        if not x.is_floating_point():
+            raise DataError(f"the ONNX model takes float input; got {x.dtype}")
+        arr = np.ascontiguousarray(x.detach().cpu().float().numpy())
+        return torch.from_numpy(self.session.run(None, {self.input_name: arr})[0])
 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
