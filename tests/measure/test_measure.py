@@ -1,7 +1,14 @@
 import torch
 import torch.nn as nn
 
-from torchslim.measure import compare_latency, count_macs, count_params, embedding_fidelity, evaluate, sparsity
+from torchslim.measure import (
+    compare_latency,
+    count_macs,
+    count_params,
+    embedding_fidelity,
+    evaluate,
+    sparsity,
+)
 from torchslim.models import create_model
 
 
@@ -39,3 +46,20 @@ def test_evaluate_reports_every_figure():
     for k in ("accuracy", "params", "nonzero_params", "size_bytes", "macs", "latency_ms_b1", "latency_ms_b64", "peak_rss_mb"):
         assert k in r
     assert r["params"] == 431_080 and 1_700_000 < r["size_bytes"] < 1_760_000
+
+
+def test_peak_rss_of_a_child_process_is_its_own():
+    # ru_maxrss survives fork + exec on Linux; peak_rss_mb must not report the parent's peak.
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from torchslim.measure import peak_rss_mb
+
+    ballast = np.ones(400 * 2**20, dtype=np.uint8)  # 400 MiB resident in this process
+    parent = peak_rss_mb()
+    code = "from torchslim.measure.latency import peak_rss_mb; print(peak_rss_mb())"
+    child = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert parent > 400 and child < parent - 300, (parent, child)
+    del ballast
