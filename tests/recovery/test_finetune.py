@@ -46,9 +46,14 @@ def test_distillation_runs_and_matches_features(trained):
     pruned = _prune(trained, 0.9)
     cfg = FinetuneConfig(dataset="digits", epochs=2, batch_size=64, lr=0.02, augment=False,
                          distill=DistillConfig(temperature=4, alpha=0.9, features=["fc2"], feature_weight=0.5))
+    before = {n: (p.requires_grad, p.detach().clone()) for n, p in trained.named_parameters()}
     new, res = finetune(pruned, cfg, teacher=trained, quiet=True)
     assert res.report.method == "distill"
     assert accuracy(new, load_dataset("digits", "test")) > 85.0
+    # The teacher is the caller's model: its weights and requires_grad flags are untouched, so a
+    # copy of it can be fine-tuned afterwards.
+    for n, p in trained.named_parameters():
+        assert p.requires_grad == before[n][0] and torch.equal(p, before[n][1])
 
 
 def test_distill_without_teacher_is_refused(trained):

@@ -252,9 +252,9 @@ def fit(
         total_steps = min(total_steps, config.max_steps)
 
     if teacher is not None:
+        # The teacher runs in eval mode under no_grad; its parameters' requires_grad flags are left
+        # alone (the caller's model: flipping them would freeze every later copy of it).
         teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
         with torch.no_grad():
             xs = train_data.images[:2]
             so, to = core.eval()(xs), teacher(xs)
