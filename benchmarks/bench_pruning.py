@@ -147,7 +147,7 @@ def finetune(ctx: Ctx, model: nn.Module, epochs: int, lr: float, *, distill: boo
 # Each section yields rows as they are measured; main() saves after every row, so a long run that
 # is interrupted keeps what it measured. A row dict may still be updated after it was yielded
 # (one latency timing serves the one-shot and fine-tuned rows of the same architecture).
-def bench_lenet300(runs: int, epochs: int) -> Iterator[dict[str, Any]]:
+def bench_lenet300(runs: int, epochs: int, extras: bool = False) -> Iterator[dict[str, Any]]:
     ctx = Ctx("lenet300", runs)
     targets = {k: 1.0 - v for k, v in DC_KEEP.items()}
     sizes = {k: ctx.base.get_submodule(k).weight.numel() for k in DC_KEEP}
@@ -168,6 +168,8 @@ def bench_lenet300(runs: int, epochs: int) -> Iterator[dict[str, Any]]:
     gm, secs = finetune(ctx, gm, epochs, lr, distill=True)
     yield ctx.row(gm, f"global magnitude {overall:.4f} (same overall sparsity) + masked fine-tune with distillation",
                   bar=bar, ok=ok, finetune_epochs=epochs, finetune_s=secs)  # fmt: skip
+    if not extras:
+        return
     rnd, _ = prune(ctx.base, RandomConfig(amount=0.9), targets=targets)
     rnd, secs = finetune(ctx, rnd, epochs, lr, distill=True)
     yield ctx.row(rnd, "random per-layer 8/9/26% kept (control) + masked fine-tune with distillation",
@@ -294,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resnet20-nm-epochs", type=int, default=2)
     ap.add_argument("--lenet5-nm-epochs", type=int, default=3)
     ap.add_argument("--lenet300-epochs", type=int, default=30)
+    ap.add_argument("--lenet300-extras", action="store_true", help="also the random-pruning control and the gradual schedule")
     ap.add_argument("--resnet20-train-samples", type=int, default=None, help="fine-tune ResNet-20 on the first N training samples")
     ap.add_argument("--train-threads", type=int, default=2, help="threads for fine-tuning (1 helps on a busy machine)")
     args = ap.parse_args(argv)
@@ -305,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown section(s) {unknown}; choose from {SECTIONS}")
     setup()
     runs: dict[str, Any] = {
-        "lenet300": lambda: bench_lenet300(args.runs, args.lenet300_epochs),
+        "lenet300": lambda: bench_lenet300(args.runs, args.lenet300_epochs, args.lenet300_extras),
         "lenet5": lambda: bench_nm(Ctx("lenet5", args.runs), args.lenet5_nm_epochs, 0.01, distill=False),
         "resnet20-nm": lambda: bench_nm(Ctx("resnet20", args.runs, args.resnet20_train_samples), args.resnet20_nm_epochs, 0.01, distill=True),
         "resnet20-structured": lambda: bench_resnet20_structured(

@@ -277,6 +277,9 @@ def ort_session(path: str | Path | bytes, *, threads: int | None = 2, optimize: 
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     so.log_severity_level = 3
+    # Worker threads sleep between calls instead of spinning: timed side by side with PyTorch
+    # (interleaved), spinning threads would take the CPU from the model timed next.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     src = path if isinstance(path, bytes) else str(path)
     try:
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
