@@ -219,6 +219,25 @@ def _child(args: list[str]) -> dict[str, Any]:
     return json.loads(lines[-1])
 
 
+def memory_only(a: argparse.Namespace) -> None:
+    """Refresh the memory columns of an existing results file (each probe is its own process)."""
+    from _common import RESULTS
+
+    path = RESULTS / "transformers.json"
+    doc = json.loads(path.read_text())
+    for r in doc["rows"]:
+        print(f"peak memory of {r['method']} ...", flush=True)
+        r["peak_rss_mb"] = round(_child(["--probe", r["method"], "--calib", str(a.calib)])["peak_rss_mb"], 1)
+    doc["gptq_memory"] = [_child(["--gptq-probe", w, "--calib", str(n)]) for w, n in (("minilm", a.calib), ("bert-large-random", 64))]
+    doc["memory_command"] = " ".join(sys.argv)
+    doc["memory_date"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    # The timing run's date and command stay; this run is recorded as memory_date / memory_command.
+    extra = {k: v for k, v in doc.items() if k not in ("rows", "notes", "benchmark", "threads", "machine", "versions")}
+    write_results("transformers", doc["rows"], notes=doc["notes"], extra=extra,
+                  columns=["model", "method", "mean_cos", "min_cos", "nn_agreement", "latency_ms_b32", "latency_ms_b1",
+                           "size_bytes", "calib_wall_s", "peak_rss_mb"])  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -230,7 +249,11 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--gptq-probe", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-only", action="store_true",
+                    help="rerun only the memory probes and update peak_rss_mb / gptq_memory in results/transformers.json")
     a = ap.parse_args()
+    if a.memory_only:
+        return memory_only(a)
     if a.probe:
         return memory_probe(a.probe, a.calib)
     if a.gptq_probe:
