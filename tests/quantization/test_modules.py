@@ -121,3 +121,18 @@ def test_modules_deepcopy_and_state_dict_hold_integers():
         assert torch.equal(q2(x), y)
         dtypes = {v.dtype for k, v in q.state_dict().items() if k in ("weight_int8", "weight_packed")}
         assert len(dtypes) == 1 and dtypes <= {torch.int8, torch.uint8}
+
+
+def test_fused_kernel_choice_does_not_depend_on_inference_mode():
+    # The engine probe is cached: when its first call came inside torch.inference_mode() it used to
+    # fail on inference tensors and send every later call down the 2x slower unfused path.
+    from torchslim.quantization import modules
+
+    modules._fbgemm_ready.cache_clear()
+    outside = modules._fbgemm_ready()
+    modules._fbgemm_ready.cache_clear()
+    with torch.inference_mode():
+        inside = modules._fbgemm_ready()
+        q = Int8DynamicLinear.from_float(nn.Linear(16, 4), activation="per_tensor")  # inference-tensor buffers
+        y = q(torch.randn(3, 16))
+    assert inside == outside and y.shape == (3, 4)

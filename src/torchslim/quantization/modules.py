@@ -101,6 +101,11 @@ class _PackedWeightCache:
         return {"key": None, "packed": None}
 
 
+def _version(t: torch.Tensor) -> int:
+    """A tensor's in-place version counter (inference tensors, which cannot change, have none)."""
+    return 0 if t.is_inference() else t._version
+
+
 @functools.lru_cache(maxsize=1)
 def _reduce_range() -> bool:
     return act_qmax() != 127
@@ -112,8 +117,11 @@ def _fbgemm_ready() -> bool:
     if torch.backends.quantized.engine not in ("x86", "fbgemm"):
         return False
     try:
-        probe = Int8DynamicLinear(4, 2, activation="per_tensor")
-        probe._fbgemm.get(probe)
+        # Outside inference mode: this cached probe may first run inside a caller's
+        # inference_mode, where its buffers would be inference tensors without a version counter.
+        with torch.inference_mode(False):
+            probe = Int8DynamicLinear(4, 2, activation="per_tensor")
+            probe._fbgemm.get(probe)
         return True
     except Exception:  # noqa: BLE001 - any failure means: use the oneDNN path
         return False
@@ -128,8 +136,8 @@ class _FbgemmPackCache:
         self.packed: Any = None
 
     def get(self, m: Int8DynamicLinear) -> Any:
-        key = (m.weight_int8.data_ptr(), m.weight_int8._version, m.weight_scale._version,
-               -1 if m.bias is None else m.bias._version)  # fmt: skip
+        key = (m.weight_int8.data_ptr(), _version(m.weight_int8), _version(m.weight_scale),
+               -1 if m.bias is None else _version(m.bias))  # fmt: skip
         if self.packed is None or self.key != key:
             zp = torch.zeros(m.out_features, dtype=torch.int64)
             with warnings.catch_warnings():
@@ -143,7 +151,7 @@ class _FbgemmPackCache:
             self.key = key
         # Buffers loaded or edited after packing bump the int8 weight's version only if it was
         # written; scale/bias edits alone are caught on the next call through this method.
-        self.version = -1 if key[2:] != self.key[2:] else m.weight_int8._version
+        self.version = -1 if key[2:] != self.key[2:] else _version(m.weight_int8)
         return self.packed
 
     def __deepcopy__(self, memo: dict[int, Any]) -> _FbgemmPackCache:
@@ -218,7 +226,7 @@ class Int8DynamicLinear(nn.Module):
             # per-channel weights. At batch 64 separate elementwise passes cost 2x its time, so
             # this path also keeps the Python around the call to a minimum.
             fb = self._fbgemm
-            packed = fb.packed if fb.version == self.weight_int8._version else fb.get(self)
+            packed = fb.packed if fb.version == _version(self.weight_int8) else fb.get(self)
             return torch.ops.quantized.linear_dynamic(x, packed, _reduce_range())
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float()
