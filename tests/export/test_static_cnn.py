@@ -8,35 +8,19 @@ import pytest
 import torch
 
 import torchslim
-from torchslim.data import load_dataset
 from torchslim.errors import CompatibilityError, DataError
 from torchslim.export import ExportConfig, OrtModel, export_onnx
 from torchslim.export.cnn import rewrite_static, static_specs
 from torchslim.measure import accuracy, compare_latency
-from torchslim.models import create_model
 from torchslim.quantization import StaticInt8Config
-from torchslim.training import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "val"), load_dataset("digits", "test")
-
-
-def _trained(name, digits, epochs):
-    torch.manual_seed(0)
-    train, val, _ = digits
-    model = create_model(name)
-    fit(model, TrainConfig(epochs=epochs, lr=0.05, batch_size=64, augment=False), train, val, quiet=True)
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def int8_models(digits):
+def int8_models(digits, train_tiny):
     calib = digits[0].images[:64]
     out = {}
     for name, epochs in (("lenet5", 2), ("resnet8", 3)):
-        model = _trained(name, digits, epochs)
+        model = train_tiny(name, epochs)
         q, _ = torchslim.quantize(model, StaticInt8Config(), calib_data=calib)
         out[name] = (model, q)
     return out

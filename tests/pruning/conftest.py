@@ -1,13 +1,5 @@
-import pytest
 import torch
 import torch.nn as nn
-
-from torchslim.data import load_dataset
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", "train"), load_dataset("digits", "val"), load_dataset("digits", "test")
 
 
 class Branchy(nn.Module):
