@@ -34,7 +34,6 @@ identical; only activations beyond it differ (ONNX Runtime keeps them, PyTorch s
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -43,6 +42,7 @@ import torch
 import torch.nn as nn
 
 from torchslim.errors import CompatibilityError
+from torchslim.export.qdq import GraphEditor, _digest, weight_digests
 
 Residual = Literal["float", "requant"]
 _PASS_OPS = {"MaxPool", "Flatten", "Reshape", "AveragePool", "GlobalAveragePool", "Squeeze", "Unsqueeze", "Identity"}
@@ -119,16 +119,14 @@ def float_proxy(proxy: nn.Module, specs: dict[str, StaticLayerSpec]) -> nn.Modul
     return proxy
 
 
-def _digest(a: np.ndarray) -> str:
-    return hashlib.sha1(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
+class _Rewriter(GraphEditor):
+    suffix = "tsc"
 
-
-class _Rewriter:
     def __init__(self, proto: Any, specs: dict[str, StaticLayerSpec], residual: Residual) -> None:
-        from onnx import helper, numpy_helper
+        from onnx import helper
 
-        self.g = proto.graph
-        self.helper, self.nph = helper, numpy_helper
+        super().__init__(proto.graph)
+        self.helper = helper
         self.specs, self.residual = specs, residual
         self.inits = {i.name: i for i in self.g.initializer}
         for n in self.g.node:  # small constants may come as Constant nodes instead
@@ -141,25 +139,7 @@ class _Rewriter:
         self.alias: dict[str, str] = {}  # dropped node output -> its input
         self.pending: dict[str, str] = {}  # float conv output -> layer whose fused add consumes it
         self.found: dict[str, str] = {}
-        self._n = 0
-        self.digests: dict[str, tuple[str, bool]] = {}
-        for name, spec in specs.items():
-            w = spec.dequantized().numpy()
-            forms = [(w, False)] if spec.kind == "conv" else [(w, False), (w.T, True)]
-            for arr, transposed in forms:
-                d = _digest(arr)
-                if d in self.digests and self.digests[d][0] != name:
-                    raise CompatibilityError(f"layers {self.digests[d][0]} and {name} have identical quantized weights; export cannot tell them apart")
-                self.digests[d] = (name, transposed)
-
-    def fresh(self, base: str) -> str:
-        self._n += 1
-        return f"{base}__tsc{self._n}"
-
-    def const(self, base: str, arr: np.ndarray) -> str:
-        name = self.fresh(base)
-        self.g.initializer.append(self.nph.from_array(arr, name))
-        return name
+        self.digests = weight_digests(specs, transposed=lambda spec: spec.kind != "conv")
 
     def node(self, op: str, inputs: list[str], outputs: list[str], **attrs: Any) -> None:
         self.nodes.append(self.helper.make_node(op, inputs, outputs, **attrs))

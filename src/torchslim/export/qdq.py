@@ -69,40 +69,56 @@ def _digest(a: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
 
 
-def weight_digests(specs: dict[str, QuantLinearSpec]) -> dict[str, tuple[str, bool]]:
-    """digest of the weight as it appears in ONNX -> (module name, transposed?)."""
+def weight_digests(specs: dict[str, Any], *, transposed: Any = lambda spec: True) -> dict[str, tuple[str, bool]]:
+    """digest of the weight as it appears in ONNX -> (module name, transposed?).
+
+    ``transposed(spec)``: whether the exporter may also write that layer's weight transposed
+    (MatMul holds ``W.T``; a convolution's kernel never is).
+    """
     out: dict[str, tuple[str, bool]] = {}
     for name, spec in specs.items():
         w = spec.dequantized().numpy()
-        for arr, transposed in ((w.T, True), (w, False)):
+        forms = ((w.T, True), (w, False)) if transposed(spec) else ((w, False),)
+        for arr, is_t in forms:
             d = _digest(arr)
             if d in out and out[d][0] != name:
                 raise CompatibilityError(f"layers {out[d][0]} and {name} have identical quantized weights; export cannot tell them apart")
-            out[d] = (name, transposed)
+            out[d] = (name, is_t)
     return out
 
 
-class _Graph:
-    def __init__(self, model: Any) -> None:
+class GraphEditor:
+    """Fresh tensor names and new initializers in an ONNX graph (both export rewriters use it)."""
+
+    suffix = "ts"
+
+    def __init__(self, graph: Any) -> None:
         from onnx import numpy_helper
 
-        self.model = model
-        self.g = model.graph
-        self.inits = {i.name: i for i in self.g.initializer}
-        self.np = numpy_helper
+        self.g = graph
+        self.nph = numpy_helper
         self._n = 0
-        # Work shared by layers that read the same tensor with the same smoothing vector (the
-        # query/key/value projections): computed once, reused by name.
-        self.shared: dict[tuple[str, ...], Any] = {}
 
     def fresh(self, base: str) -> str:
         self._n += 1
-        return f"{base}__tsq{self._n}"
+        return f"{base}__{self.suffix}{self._n}"
 
     def const(self, base: str, arr: np.ndarray) -> str:
         name = self.fresh(base)
-        self.g.initializer.append(self.np.from_array(arr, name))
+        self.g.initializer.append(self.nph.from_array(arr, name))
         return name
+
+
+class _Graph(GraphEditor):
+    suffix = "tsq"
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model.graph)
+        self.model = model
+        self.inits = {i.name: i for i in self.g.initializer}
+        # Work shared by layers that read the same tensor with the same smoothing vector (the
+        # query/key/value projections): computed once, reused by name.
+        self.shared: dict[tuple[str, ...], Any] = {}
 
 
 def rewrite_quantized(model: Any, specs: dict[str, QuantLinearSpec], *, per_token_form: str = "normalized") -> dict[str, str]:
@@ -121,7 +137,7 @@ def rewrite_quantized(model: Any, specs: dict[str, QuantLinearSpec], *, per_toke
         if node.op_type not in ("MatMul", "Gemm") or len(node.input) < 2 or node.input[1] not in G.inits:
             new_nodes.append(node)
             continue
-        arr = G.np.to_array(G.inits[node.input[1]])
+        arr = G.nph.to_array(G.inits[node.input[1]])
         hit = digests.get(_digest(arr)) if arr.dtype == np.float32 and arr.ndim == 2 else None
         if node.op_type == "Gemm" and hit is not None:
             trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)

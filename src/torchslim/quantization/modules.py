@@ -347,16 +347,22 @@ class WeightOnlyLinear(nn.Module):
     @classmethod
     def from_float(cls, linear: nn.Linear, *, bits: int = 4, group_size: int = 32) -> WeightOnlyLinear:
         """Quantize a float ``nn.Linear`` group-wise (the original is untouched)."""
-        m = cls(linear.in_features, linear.out_features, linear.bias is not None, bits=bits, group_size=group_size)
         q, s, zp = quantize_groupwise(linear.weight, bits, group_size)
+        return cls.from_quantized(linear, q, s, zp, bits=bits, group_size=group_size)
+
+    @classmethod
+    def from_quantized(cls, linear: nn.Linear, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, *,
+                       bits: int, group_size: int) -> WeightOnlyLinear:  # fmt: skip
+        """Pack integer values ``q`` ``[out, in]`` with their group scales and zero points (e.g. GPTQ's)."""
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None, bits=bits, group_size=group_size)
         if bits == 4:
             if linear.in_features % 2:
                 q = F.pad(q, (0, 1))
             m.weight_packed.copy_(pack_int4(q).view(linear.out_features, -1))
         else:
             m.weight_packed.copy_(q)
-        m.scale.copy_(s)
-        m.zero_point.copy_(zp)
+        m.scale.copy_(scale)
+        m.zero_point.copy_(zero_point)
         if linear.bias is not None:
             m.bias.copy_(linear.bias.detach().float())
         return m

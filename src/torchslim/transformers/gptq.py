@@ -190,21 +190,9 @@ def _next_inputs(block: nn.Module, args: list[Any], kwargs: dict[str, Any], keep
 
 
 def _to_weight_only(lin: nn.Linear, q: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, bits: int, group_size: int) -> nn.Module:
-    import torch.nn.functional as F
+    from torchslim.quantization.modules import WeightOnlyLinear
 
-    from torchslim.quantization.modules import WeightOnlyLinear, pack_int4
-
-    m = WeightOnlyLinear(lin.in_features, lin.out_features, lin.bias is not None, bits=bits, group_size=group_size)
-    if bits == 4:
-        qq = F.pad(q, (0, 1)) if lin.in_features % 2 else q
-        m.weight_packed.copy_(pack_int4(qq).view(lin.out_features, -1))
-    else:
-        m.weight_packed.copy_(q)
-    m.scale.copy_(scale)
-    m.zero_point.copy_(zp)
-    if lin.bias is not None:
-        m.bias.copy_(lin.bias.detach().float())
-    return m
+    return WeightOnlyLinear.from_quantized(lin, q, scale, zp, bits=bits, group_size=group_size)
 
 
 @torch.no_grad()
