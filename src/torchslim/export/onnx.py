@@ -266,8 +266,16 @@ def _op_counts(proto: Any) -> dict[str, int]:
     return dict(sorted(out.items()))
 
 
-def ort_session(path: str | Path | bytes, *, threads: int | None = 2, optimize: bool = True) -> Any:
-    """An ONNX Runtime CPU session with fixed threads (``None``: ORT's default)."""
+def ort_session(path: str | Path | bytes, *, threads: int | None = 2, optimize: bool = True, spin: bool = False) -> Any:
+    """An ONNX Runtime CPU session with fixed threads (``None``: ORT's default).
+
+    ``spin``: worker threads spin while a run lasts and stop when it returns. Measured, timed
+    side by side with PyTorch at 2 threads (bench-quantization / bench-transformers runs of
+    2026-11-26): MiniLM, hundreds of small ops per run, gained (ONNX Runtime's own dynamic INT8
+    267 vs 297 ms); the static INT8 CNNs were mixed (ResNet-20 1.85-1.9x FP32 with spinning,
+    2.11x without; LeNet-5 1.4-1.5x with, 1.08x without, and 1.59x in an earlier run without).
+    :class:`OrtEncoder` spins by default, :class:`OrtModel` does not (``spin=True`` to change).
+    """
     ort = require("onnxruntime", "onnx")
     so = ort.SessionOptions()
     if threads is not None:
@@ -277,11 +285,11 @@ def ort_session(path: str | Path | bytes, *, threads: int | None = 2, optimize: 
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     )
     so.log_severity_level = 3
-    # Worker threads spin while a run lasts (waking sleeping threads for each of a transformer's
-    # hundreds of small ops cost MiniLM ~10% at 2 threads, measured) but stop spinning when the
-    # run returns, so a model timed next, side by side, gets the CPU back.
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1")
-    so.add_session_config_entry("session.force_spinning_stop", "1")
+    # Without spin, threads sleep between calls; with it, force_spinning_stop still ends the
+    # spinning when a run returns, so a model timed next, side by side, gets the CPU back.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    if spin:
+        so.add_session_config_entry("session.force_spinning_stop", "1")
     src = path if isinstance(path, bytes) else str(path)
     try:
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
@@ -296,8 +304,8 @@ class OrtEncoder:
     torch tensor, so :func:`torchslim.transformers.embed.encode` and the latency tools take it.
     """
 
-    def __init__(self, path: str | Path | bytes, *, threads: int | None = 2, optimize: bool = True) -> None:
-        self.session = ort_session(path, threads=threads, optimize=optimize)
+    def __init__(self, path: str | Path | bytes, *, threads: int | None = 2, optimize: bool = True, spin: bool = True) -> None:
+        self.session = ort_session(path, threads=threads, optimize=optimize, spin=spin)
         self.input_names = [i.name for i in self.session.get_inputs()]
 
     def __call__(self, **inputs: torch.Tensor) -> torch.Tensor:
@@ -322,9 +330,9 @@ class OrtModel(nn.Module):
     torch.Size([3, 10])
     """
 
-    def __init__(self, path: str | Path | bytes, *, threads: int | None = 2, optimize: bool = True) -> None:
+    def __init__(self, path: str | Path | bytes, *, threads: int | None = 2, optimize: bool = True, spin: bool = False) -> None:
         super().__init__()
-        self.session = ort_session(path, threads=threads, optimize=optimize)
+        self.session = ort_session(path, threads=threads, optimize=optimize, spin=spin)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise CompatibilityError(f"OrtModel runs single-input models; this one takes {[i.name for i in inputs]} (use OrtEncoder)")
