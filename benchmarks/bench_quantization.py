@@ -130,8 +130,8 @@ def cnn_section(ctx: Ctx, name: str) -> list[dict[str, Any]]:
 def ort_section(ctx: Ctx, name: str) -> list[dict[str, Any]]:
     """The same static INT8 model exported to QDQ ONNX and run by ONNX Runtime (QLinearConv/QGemm).
 
-    The issue lets the integer kernels come from ONNX Runtime; on LeNet-5 PyTorch eager oneDNN
-    stays near 2x (its int8 conv with 1 input channel is no faster than FP32), ORT's are faster.
+    The issue lets the integer kernels come from ONNX Runtime, so this row measures that route beside
+    torchslim's PyTorch/oneDNN rows (on this AVX2 machine it was the slower of the two for both CNNs).
     Size: the INT8 .onnx file against the FP32 torchslim checkpoint, as every other row.
     """
     import tempfile

@@ -140,14 +140,20 @@ class _Rewriter(GraphEditor):
         self.pending: dict[str, str] = {}  # float conv output -> layer whose fused add consumes it
         self.found: dict[str, str] = {}
         self.digests = weight_digests(specs, transposed=lambda spec: spec.kind != "conv")
+        self.grid: dict[tuple[float, int], tuple[str, str]] = {}  # (scale, zero point) -> initializer names
 
     def node(self, op: str, inputs: list[str], outputs: list[str], **attrs: Any) -> None:
         self.nodes.append(self.helper.make_node(op, inputs, outputs, **attrs))
 
     def qdq(self, src: str, qp: tuple[float, int], out: str) -> None:
-        """``out = DQ(Q(src))`` on the grid ``qp``; ``out`` is then known to be quantized."""
-        s = self.const("act_scale", np.array(qp[0], np.float32))
-        z = self.const("act_zp", np.array(qp[1], np.uint8))
+        """``out = DQ(Q(src))`` on the grid ``qp``; ``out`` is then known to be quantized.
+
+        One scale / zero-point initializer pair per grid: a layer's output grid is also the next
+        layer's input grid and every pass-through op's, so most pairs are shared.
+        """
+        if qp not in self.grid:
+            self.grid[qp] = (self.const("act_scale", np.array(qp[0], np.float32)), self.const("act_zp", np.array(qp[1], np.uint8)))
+        s, z = self.grid[qp]
         q = self.fresh(out + "_q")
         self.node("QuantizeLinear", [src, s, z], [q])
         self.node("DequantizeLinear", [q, s, z], [out])
@@ -205,12 +211,7 @@ class _Rewriter(GraphEditor):
             self.node("Identity", [self.alias[o]], [o])
         for name in self.specs:
             self.found.setdefault(name, "not in graph")
-        del self.g.node[:]
-        self.g.node.extend(self.nodes)
-        used = {i for n in self.g.node for i in n.input} | outputs
-        keep = [i for i in self.g.initializer if i.name in used]  # drop the replaced float weights
-        del self.g.initializer[:]
-        self.g.initializer.extend(keep)
+        self.replace_nodes(self.nodes)
         return self.found
 
     def layer(self, node: Any, name: str) -> None:

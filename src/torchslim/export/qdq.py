@@ -108,6 +108,16 @@ class GraphEditor:
         self.g.initializer.append(self.nph.from_array(arr, name))
         return name
 
+    def replace_nodes(self, nodes: list[Any]) -> None:
+        """Make ``nodes`` the graph's nodes and drop the initializers nothing reads any more
+        (the float weights the quantized layers replaced)."""
+        del self.g.node[:]
+        self.g.node.extend(nodes)
+        used = {i for n in self.g.node for i in n.input} | {o.name for o in self.g.output}
+        keep = [i for i in self.g.initializer if i.name in used]
+        del self.g.initializer[:]
+        self.g.initializer.extend(keep)
+
 
 class _Graph(GraphEditor):
     suffix = "tsq"
@@ -152,12 +162,7 @@ def rewrite_quantized(model: Any, specs: dict[str, QuantLinearSpec], *, per_toke
         found[name] = "float" if spec.float_weight else spec.activation
     for name in specs:  # layers the exported output does not depend on (e.g. an unused pooler)
         found.setdefault(name, "not in graph")
-    del G.g.node[:]
-    G.g.node.extend(new_nodes)
-    used = {i for n in G.g.node for i in n.input} | {o.name for o in G.g.output}
-    keep = [i for i in G.g.initializer if i.name in used]  # drop the replaced float weights
-    del G.g.initializer[:]
-    G.g.initializer.extend(keep)
+    G.replace_nodes(new_nodes)
     return found
 
 
