@@ -45,14 +45,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # per-tensor activations 0.989-0.995 / 0.972-0.985 / 0.82-0.89 whatever the smoothing, 7/8-bit
 # or GPTQ rounding; per-token with 8-bit weights through ORT's fused u8 x s8 GEMM 0.9957 (int16
 # saturation without VNNI); per-token, 7-bit weights 0.9985 / 0.9972 / 0.959.
-# On the 1,024 evaluation sentences (ONNX Runtime, 2026-11-26): nearest rounding 0.9984 / 0.9968 /
-# 0.945; GPTQ rounding of the 7-bit weights 0.9990 / 0.9981 / 0.954 (calibration 15 s); SmoothQuant
-# alpha 0.6: 0.9984 / 0.9971 / 0.943; per-tensor activations on any of query/key/value, the FFN input
-# or both FFN layers: agreement 0.927-0.944. So: GPTQ rounding, per-token activations everywhere.
+# On the 1,024 evaluation sentences, GPTQ rounding of the 7-bit weights is what lifts NN agreement
+# past 0.95, and per-token activations are needed on every layer: `--int8-sweep` measures the
+# variants (results/transformers_int8_sweep.md).
 INT8: dict[str, Any] = dict(activation="per_token", smoothquant_alpha=0.5, weight_rounding="gptq")
 INT8_TARGETS: dict[str, Any] | None = None
 INT8_KEEP_FLOAT = 0
 TOKENS = 64
+COLUMNS = ["model", "method", "mean_cos", "min_cos", "nn_agreement", "latency_ms_b32", "latency_ms_b1", "size_bytes",
+           "calib_wall_s", "peak_rss_mb"]  # fmt: skip
+
+# `--int8-sweep`: the choices behind INT8 above, each run through ONNX Runtime on the evaluation
+# sentences -> results/transformers_int8_sweep.json. name -> (config changes, targets).
+_FFN = {"re:.*layer\\.\\d+\\.output\\.dense": "per_token", "re:.*intermediate\\.dense": "per_token"}
+INT8_SWEEP: dict[str, tuple[dict[str, Any], dict[str, Any] | None]] = {
+    "nearest rounding": ({"weight_rounding": "nearest"}, None),
+    "GPTQ rounding (the recipe)": ({}, None),
+    "GPTQ, SmoothQuant alpha 0.6": ({"smoothquant_alpha": 0.6}, None),
+    "GPTQ, per-tensor activations on query/key/value": ({}, {"re:.*attention\\.self\\..*": "per_tensor"}),
+    "GPTQ, per-tensor activations except the two FFN layers": ({"activation": "per_tensor"}, _FFN),
+}
 
 
 def _minilm() -> tuple[nn.Module, Any]:
@@ -250,8 +262,39 @@ def memory_only(a: argparse.Namespace) -> None:
     # The timing run's date and command stay; this run is recorded as memory_date / memory_command.
     extra = {k: v for k, v in doc.items() if k not in ("rows", "notes", "benchmark", "threads", "machine", "versions")}
     write_results("transformers", doc["rows"], notes=doc["notes"], extra=extra,
-                  columns=["model", "method", "mean_cos", "min_cos", "nn_agreement", "latency_ms_b32", "latency_ms_b1",
-                           "size_bytes", "calib_wall_s", "peak_rss_mb"])  # fmt: skip
+                  columns=COLUMNS)
+
+
+def int8_sweep(a: argparse.Namespace) -> None:
+    """Quality of each INT8_SWEEP variant (ONNX Runtime, as torchslim-int8 runs); no timings."""
+    from torchslim.export import ExportConfig, OrtEncoder, export_onnx
+    from torchslim.measure import embedding_fidelity
+    from torchslim.transformers.calibrate import calibration_batches
+    from torchslim.transformers.corpus import load_sentences
+    from torchslim.transformers.embed import encode, latency_inputs
+    from torchslim.transformers.int8 import EncoderInt8Config, quantize_encoder_int8
+
+    setup()
+    base, tok = _minilm()
+    sentences = load_sentences(a.sentences, offset=a.calib)
+    calib = calibration_batches(tok, load_sentences(a.calib))
+    x32 = latency_inputs(tok, 32, TOKENS)
+    ref = encode(base, tok, sentences, batch_size=32, pad_to=TOKENS)
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        for name, (changes, targets) in INT8_SWEEP.items():
+            print(f"sweep: {name} ...", flush=True)
+            t0 = time.perf_counter()
+            q, _ = quantize_encoder_int8(base, calib, EncoderInt8Config(**{**INT8, **changes}), targets=targets)
+            wall = time.perf_counter() - t0
+            path = Path(d) / "sweep.onnx"
+            export_onnx(q, path, example=x32, config=ExportConfig(opset=17), force=True)
+            fid = embedding_fidelity(ref, encode(OrtEncoder(path, threads=THREADS), tok, sentences, batch_size=32, pad_to=TOKENS))
+            rows.append({"model": "all-MiniLM-L6-v2", "method": name, **{k: round(v, 5) for k, v in fid.items()},
+                         "calib_wall_s": round(wall, 1), "config": {**INT8, **changes}, "targets": targets})  # fmt: skip
+    write_results("transformers_int8_sweep", rows, columns=["model", "method", "mean_cos", "min_cos", "nn_agreement", "calib_wall_s"],
+                  notes=f"torchslim INT8 variants on {a.sentences} evaluation sentences ({a.calib} calibration), run in ONNX Runtime. "
+                        "Bars for the recipe: mean cos >= 0.997, min cos >= 0.995, NN agreement >= 0.95.")  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- main
@@ -267,7 +310,10 @@ def main() -> None:
     ap.add_argument("--gptq-probe", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--memory-only", action="store_true",
                     help="rerun only the memory probes and update peak_rss_mb / gptq_memory in results/transformers.json")
+    ap.add_argument("--int8-sweep", action="store_true", help="only the INT8 variants' quality -> results/transformers_int8_sweep.json")
     a = ap.parse_args()
+    if a.int8_sweep:
+        return int8_sweep(a)
     if a.memory_only:
         return memory_only(a)
     if a.probe:
@@ -349,8 +395,7 @@ def main() -> None:
         f"{verdict}"
     )
     path = write_results("transformers", rows, notes=notes, extra=extra,
-                         columns=["model", "method", "mean_cos", "min_cos", "nn_agreement", "latency_ms_b32", "latency_ms_b1",
-                                  "size_bytes", "calib_wall_s", "peak_rss_mb"])  # fmt: skip
+                         columns=COLUMNS)
     print(path.read_text()[:200])
     print((path.parent / "transformers.md").read_text())
 
