@@ -23,6 +23,14 @@ def _metrics(path: Path) -> dict:
     return json.loads(path.with_suffix(".json").read_text())["metrics"]
 
 
+def _step(path):
+    """The training step stored in a checkpoint's header. One read: the trainer replaces the file
+    atomically while this polls, so two reads could see two different files."""
+    data = path.read_bytes()
+    meta = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+    return json.loads(meta["__metadata__"]["torchslim_train_state"])["step"]
+
+
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path):
     args = ["--epochs", "5", "--batch-size", "32", "--checkpoint-every", "7"]
@@ -36,16 +44,14 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path):
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         if last.exists() and last.stat().st_mtime > 0:
-            meta = json.loads(last.read_bytes()[8 : 8 + int.from_bytes(last.read_bytes()[:8], "little")])
-            step = json.loads(meta["__metadata__"]["torchslim_train_state"])["step"]
-            if step >= 50:  # 40 steps per epoch: past epoch 1, checkpoints every 7 steps are mid-epoch
+            if _step(last) >= 50:  # 40 steps per epoch: past epoch 1, checkpoints every 7 steps are mid-epoch
                 break
         time.sleep(0.05)
     assert proc.poll() is None, "training finished before it could be killed; make it longer"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()
-    killed_step = json.loads(json.loads(last.read_bytes()[8 : 8 + int.from_bytes(last.read_bytes()[:8], "little")])["__metadata__"]["torchslim_train_state"])["step"]
+    killed_step = _step(last)
     assert killed_step % 40 != 0 or killed_step >= 50  # a mid-run checkpoint, not the end
 
     subprocess.run(cmd + ["--resume"], check=True, env=_env(), timeout=600)
