@@ -59,7 +59,7 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path: Path):
     assert abs(a - b) <= 0.1
     m1, _ = load_checkpoint(ref)
     m2, _ = load_checkpoint(out)
-    diff = max(float((x - y).abs().max()) for x, y in zip(m1.state_dict().values(), m2.state_dict().values()))
+    diff = max(float((x - y).abs().max()) for x, y in zip(m1.state_dict().values(), m2.state_dict().values(), strict=True))
     assert diff < 1e-5
 
 
@@ -77,7 +77,7 @@ def test_ddp_two_processes_matches_one_process(tmp_path: Path):
     assert abs(m1["test_accuracy"] - m2["test_accuracy"]) <= 0.34  # at most one of 300 test digits
     w1, _ = load_checkpoint(one)
     w2, _ = load_checkpoint(two)
-    assert max(float((x - y).abs().max()) for x, y in zip(w1.state_dict().values(), w2.state_dict().values())) < 1e-4
+    assert max(float((x - y).abs().max()) for x, y in zip(w1.state_dict().values(), w2.state_dict().values(), strict=True)) < 1e-4
 
     bad = subprocess.run([*torchrun, *TRAIN, "--epochs", "1", "--batch-size", "63", "--out", str(tmp_path / "x.safetensors")],
                          env=_env(), timeout=600, capture_output=True, text=True)

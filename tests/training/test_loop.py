@@ -31,7 +31,7 @@ def test_same_seed_same_weights(digits):
     b.load_state_dict(a.state_dict())
     fit(a, cfg, *digits, quiet=True)
     fit(b, cfg, *digits, quiet=True)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
 def test_training_learns_digits(digits):
