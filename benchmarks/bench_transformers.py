@@ -41,7 +41,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # The torchslim INT8 recipe this benchmark reports: SmoothQuant (alpha 0.5, one vector per group
 # of layers reading the same input), per-channel weights (7-bit on CPUs without AVX-512 VNNI),
-# per-token activations. Measured alternatives on 512 sentences (mean/min cos, NN agreement):
+# per-token activations (one scale per tensor on the attention output projection, see below).
+# Measured alternatives on 512 sentences (mean/min cos, NN agreement):
 # per-tensor activations 0.989-0.995 / 0.972-0.985 / 0.82-0.89 whatever the smoothing, 7/8-bit
 # or GPTQ rounding; per-token with 8-bit weights through ORT's fused u8 x s8 GEMM 0.9957 (int16
 # saturation without VNNI); per-token, 7-bit weights 0.9985 / 0.9972 / 0.959.
@@ -394,7 +395,8 @@ def main() -> None:
         "a method over 10x slower than the fastest is timed 5 times. "
         "torchslim-int8 runs torchslim's own quantized weights and scales (SmoothQuant-migrated per-channel weights with "
         "GPTQ rounding, 7-bit on CPUs without AVX-512 VNNI, "
-        "per-token activations as row-normalised input to ONNX Runtime's fused dynamic INT8 GEMM) exported to ONNX and "
+        "per-token activations as row-normalised input to ONNX Runtime's fused dynamic INT8 GEMM, per-tensor on the attention "
+        "output projection) exported to ONNX and "
         "executed by ONNX Runtime; torchslim-int8-pytorch is the same model in PyTorch eager (oneDNN u8s8 GEMM). "
         f"{verdict}"
     )
