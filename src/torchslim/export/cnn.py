@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 
 from torchslim.errors import CompatibilityError
-from torchslim.export.qdq import GraphEditor, _digest, weight_digests
+from torchslim.export.qdq import GraphEditor, weight_digest, weight_digests
 
 Residual = Literal["float", "requant"]
 _PASS_OPS = {"MaxPool", "Flatten", "Reshape", "AveragePool", "GlobalAveragePool", "Squeeze", "Unsqueeze", "Identity"}
@@ -173,7 +173,7 @@ class _Rewriter(GraphEditor):
         arr = self.nph.to_array(self.inits[node.input[1]])
         if arr.dtype != np.float32:
             return None
-        hit = self.digests.get(_digest(arr))
+        hit = self.digests.get(weight_digest(arr))
         if hit is None:
             return None
         if node.op_type == "Gemm":

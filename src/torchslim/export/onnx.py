@@ -269,11 +269,10 @@ def _op_counts(proto: Any) -> dict[str, int]:
 def ort_session(path: str | Path | bytes, *, threads: int | None = 2, optimize: bool = True, spin: bool = False) -> Any:
     """An ONNX Runtime CPU session with fixed threads (``None``: ORT's default).
 
-    ``spin``: worker threads spin while a run lasts and stop when it returns. Timed side by side
-    with PyTorch at 2 threads on 2026-11-26: MiniLM, hundreds of small ops per run, ran faster
-    with it (a one-off script, not a committed benchmark); bench-quantization's ONNX Runtime CNN
-    rows were mixed (with spinning ResNet-20 1.85-1.9x FP32 and LeNet-5 1.4-1.5x, without 2.11-2.12x
-    and 1.08-1.14x). :class:`OrtEncoder` spins by default, :class:`OrtModel` does not.
+    ``spin``: worker threads spin while a run lasts and stop when it returns. In side-by-side runs
+    at 2 threads (one-off, not committed) MiniLM, hundreds of small ops per run, ran faster with
+    it, while the CNN rows of bench-quantization were mixed, so :class:`OrtEncoder` spins by
+    default and :class:`OrtModel` does not.
     """
     ort = require("onnxruntime", "onnx")
     so = ort.SessionOptions()

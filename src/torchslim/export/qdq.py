@@ -65,7 +65,8 @@ class QuantLinearSpec:
         return q * self._expand(self.scale)
 
 
-def _digest(a: np.ndarray) -> str:
+def weight_digest(a: np.ndarray) -> str:
+    """SHA-1 of an array's float32 bytes: how a rewriter finds a layer's weight in the exported graph."""
     return hashlib.sha1(np.ascontiguousarray(a, dtype=np.float32).tobytes()).hexdigest()
 
 
@@ -80,7 +81,7 @@ def weight_digests(specs: dict[str, Any], *, transposed: Any = lambda spec: True
         w = spec.dequantized().numpy()
         forms = ((w.T, True), (w, False)) if transposed(spec) else ((w, False),)
         for arr, is_t in forms:
-            d = _digest(arr)
+            d = weight_digest(arr)
             if d in out and out[d][0] != name:
                 raise CompatibilityError(f"layers {out[d][0]} and {name} have identical quantized weights; export cannot tell them apart")
             out[d] = (name, is_t)
@@ -124,7 +125,6 @@ class _Graph(GraphEditor):
 
     def __init__(self, model: Any) -> None:
         super().__init__(model.graph)
-        self.model = model
         self.inits = {i.name: i for i in self.g.initializer}
         # Work shared by layers that read the same tensor with the same smoothing vector (the
         # query/key/value projections): computed once, reused by name.
@@ -148,7 +148,7 @@ def rewrite_quantized(model: Any, specs: dict[str, QuantLinearSpec], *, per_toke
             new_nodes.append(node)
             continue
         arr = G.nph.to_array(G.inits[node.input[1]])
-        hit = digests.get(_digest(arr)) if arr.dtype == np.float32 and arr.ndim == 2 else None
+        hit = digests.get(weight_digest(arr)) if arr.dtype == np.float32 and arr.ndim == 2 else None
         if node.op_type == "Gemm" and hit is not None:
             trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
             if hit[1] == bool(trans_b):  # Gemm(transB=1) holds W as is, i.e. "not transposed"
@@ -171,7 +171,7 @@ def _quantized_nodes(G: _Graph, node: Any, name: str, spec: QuantLinearSpec, hel
     x, y = node.input[0], node.output[0]
     nodes = []
     if spec.input_scale is not None:
-        key = ("smooth", x, _digest(spec.input_scale.float().numpy()))
+        key = ("smooth", x, weight_digest(spec.input_scale.float().numpy()))
         if key not in G.shared:
             xs = G.fresh(base + "_smoothed")
             nodes.append(helper.make_node("Mul", [x, G.const(base + "_input_scale", spec.input_scale.float().numpy())], [xs]))
