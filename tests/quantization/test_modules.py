@@ -136,3 +136,48 @@ def test_fused_kernel_choice_does_not_depend_on_inference_mode():
         q = Int8DynamicLinear.from_float(nn.Linear(16, 4), activation="per_tensor")  # inference-tensor buffers
         y = q(torch.randn(3, 16))
     assert inside == outside and y.shape == (3, 4)
+
+
+def test_7_bit_weights_get_8_bit_activations():
+    # 2 * 255 * 63 < 32767: with weights in [-63, 63] no u8 x s8 pair sum saturates int16, so
+    # activations keep 8 bits even without VNNI; their error is then about half the 7-bit one.
+    from torchslim.quantization.modules import _act_levels, act_qmax, weights_fit_7_bits
+
+    assert _act_levels(True) == 127 and _act_levels(False) == act_qmax()
+    torch.manual_seed(0)
+    lin = nn.Linear(256, 64, bias=False)
+    x = torch.randn(64, 256)
+    q = Int8DynamicLinear.from_float(lin)
+    w7, s7 = quantize_weight_per_channel(lin.weight, bits=7)
+    q.weight_int8.copy_(w7)
+    q.weight_scale.copy_(s7)
+    assert weights_fit_7_bits(q.weight_int8) and not weights_fit_7_bits(quantize_weight_per_channel(lin.weight)[0])
+    with torch.no_grad():
+        exact = x @ q.dequantized_weight().T  # the quantized weight with float activations
+        err = _rel(q(x), exact)
+        amax = x.abs().amax(1, keepdim=True)
+        sim = {n: _rel((torch.round(x * n / amax) * amax / n) @ q.dequantized_weight().T, exact) for n in (127, 63)}
+    assert abs(err - sim[127]) < 0.2 * sim[127] and err < 0.6 * sim[63]
+
+
+def test_compile_int8_matches_eager_and_leaves_the_model_alone():
+    from torchslim.quantization import compile_int8
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 96), nn.GELU(), nn.Linear(96, 32), nn.LayerNorm(32), nn.Linear(32, 16))
+    x = torch.randn(8, 5, 64)
+    q = copy.deepcopy(model)
+    q[0] = Int8DynamicLinear.from_float(model[0])  # per token
+    q[2] = Int8DynamicLinear.from_float(model[2], activation="per_tensor")
+    w7, s7 = quantize_weight_per_channel(model[4].weight, bits=7)
+    q[4] = Int8DynamicLinear.from_float(model[4])
+    q[4].weight_int8.copy_(w7)
+    q[4].weight_scale.copy_(s7)
+    before = {k: v.clone() for k, v in q.state_dict().items()}
+    compiled = compile_int8(q)
+    with torch.inference_mode():
+        eager, ref, got = q(x), model(x), compiled(x)
+    assert got.shape == (8, 5, 16)
+    assert _rel(got, eager) < 0.01 and _rel(got, ref) < 0.05
+    assert all(torch.equal(before[k], v) for k, v in q.state_dict().items())
+    assert all(m._compiled_qmax is None for m in q.modules() if isinstance(m, Int8DynamicLinear))

@@ -82,3 +82,18 @@ def test_seven_bit_weights_stay_in_range(bert, calib):
     w = q.encoder.layer[0].intermediate.dense.inner.weight_int8
     assert int(w.abs().max()) == 63
     assert "int7 weights (gptq rounding)" in rep.layers[0].detail
+
+
+@pytest.mark.parametrize("activation", ["per_token", "static"])
+def test_compiled_encoder_matches_eager(bert, tok, calib, sentences, activation):
+    from torchslim.quantization import compile_int8
+    from torchslim.transformers.embed import mean_pool
+
+    q, _ = quantize_encoder_int8(bert, calib, EncoderInt8Config(activation=activation, weight_bits=7))
+    compiled = compile_int8(q)
+    b = calib[0]
+    with torch.inference_mode():
+        eager = mean_pool(q(**b.as_kwargs())[0], b.attention_mask)
+        got = mean_pool(compiled(**b.as_kwargs())[0], b.attention_mask)
+    cos = torch.nn.functional.cosine_similarity(eager, got, dim=-1)
+    assert got.shape == eager.shape and float(cos.min()) > 0.9999

@@ -35,7 +35,7 @@ from torchslim.quantization.config import (
 from torchslim.quantization.config import (
     QuantConfig as QuantConfig,
 )
-from torchslim.quantization.modules import Int8DynamicLinear, WeightOnlyLinear
+from torchslim.quantization.modules import Int8DynamicLinear, WeightOnlyLinear, compile_int8
 from torchslim.quantization.static_modules import QConv2d, QLinear, QTensor
 
 _register_codecs()
@@ -43,5 +43,5 @@ _register_codecs()
 __all__ = [
     "BF16Config", "DynamicInt8Config", "FP16Config", "Int8DynamicLinear", "QATConfig", "QConv2d", "QLinear",
     "QTensor", "SeedDynamicConfig", "StaticInt8Config", "WeightOnlyConfig", "WeightOnlyLinear",
-    "check_not_quantized", "quantize",
+    "check_not_quantized", "compile_int8", "quantize",
 ]  # fmt: skip

@@ -6,6 +6,8 @@ Two drop-in replacements for :class:`torch.nn.Linear`, each built with ``from_fl
   activations quantized at run time (one scale per token/row by default). The matrix product is
   oneDNN's u8 x s8 -> s32 GEMM with AVX-512 VNNI (``torch.ops.onednn.qlinear_pointwise``, the
   kernel PT2E + Inductor lowers to), called eagerly on plain ``uint8``/``int8`` tensors.
+  :func:`compile_int8` runs a model of such layers through ``torch.compile``, which fuses the
+  activation quantization into the neighbouring elementwise kernels.
 * :class:`WeightOnlyLinear` - INT8 or INT4 weights, asymmetric, one FP16 scale and one integer
   zero point per group of ``group_size`` input features; INT4 values are packed two per byte.
   Activations stay float; the weight is dequantized on the fly and multiplied with SGEMM.
@@ -36,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from torchslim.errors import ConfigError
+from torchslim.errors import CompatibilityError, ConfigError
 
 ActGranularity = Literal["per_token", "per_tensor"]
 
@@ -86,11 +88,13 @@ class _PackedWeightCache:
     def __init__(self) -> None:
         self.key: tuple[int, int] | None = None
         self.packed: torch.Tensor | None = None
+        self.narrow = False  # every weight in [-63, 63] (see :func:`weights_fit_7_bits`)
 
     def get(self, qweight: torch.Tensor) -> torch.Tensor:
         key = (qweight.data_ptr(), qweight._version)
         if self.packed is None or self.key != key:
             self.packed = torch.ops.onednn.qlinear_prepack(qweight, None)
+            self.narrow = weights_fit_7_bits(qweight)
             self.key = key
         return self.packed
 
@@ -106,9 +110,21 @@ def _version(t: torch.Tensor) -> int:
     return 0 if t.is_inference() else t._version
 
 
-@functools.lru_cache(maxsize=1)
-def _reduce_range() -> bool:
-    return act_qmax() != 127
+def weights_fit_7_bits(qweight: torch.Tensor) -> bool:
+    """Whether int8 weights lie in ``[-63, 63]``, as torchslim's 7-bit weights (CPUs without
+    VNNI) do. Then 8-bit activations are safe on any x86 CPU: ``vpmaddubsw``'s pair sums stay
+    below int16's limit (``2 * 255 * 63 = 32130 < 32767``), so :func:`act_qmax` need not cut
+    the activations to 7 bits too.
+
+    >>> weights_fit_7_bits(torch.tensor([[63, -63]], dtype=torch.int8)), weights_fit_7_bits(torch.tensor([[64]], dtype=torch.int8))
+    (True, False)
+    """
+    return bool(qweight.numel() == 0 or int(qweight.abs().max()) <= 63)
+
+
+def _act_levels(narrow: bool) -> int:
+    """Largest symmetric activation level for a layer: 127 with VNNI or 7-bit weights, else 63."""
+    return 127 if narrow else act_qmax()
 
 
 @functools.lru_cache(maxsize=1)
@@ -134,6 +150,7 @@ class _FbgemmPackCache:
         self.key: tuple[int, ...] | None = None
         self.version = -1  # the int8 weight's version the fast path compares (its buffers change together)
         self.packed: Any = None
+        self.reduce_range = True  # 7-bit activations, unless the CPU or the weights allow 8
 
     def get(self, m: Int8DynamicLinear) -> Any:
         key = (m.weight_int8.data_ptr(), _version(m.weight_int8), _version(m.weight_scale),
@@ -148,6 +165,7 @@ class _FbgemmPackCache:
                 warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
                 qw = torch._make_per_channel_quantized_tensor(m.weight_int8.detach(), m.weight_scale.detach().double(), zp, 0)
             self.packed = torch.ops.quantized.linear_prepack(qw, None if m.bias is None else m.bias.detach())
+            self.reduce_range = _act_levels(weights_fit_7_bits(m.weight_int8)) != 127
             self.key = key
         # Buffers loaded or edited after packing bump the int8 weight's version only if it was
         # written; scale/bias edits alone are caught on the next call through this method.
@@ -158,7 +176,7 @@ class _FbgemmPackCache:
         return _FbgemmPackCache()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"key": None, "version": -1, "packed": None}
+        return {"key": None, "version": -1, "packed": None, "reduce_range": True}
 
 
 class Int8DynamicLinear(nn.Module):
@@ -168,7 +186,8 @@ class Int8DynamicLinear(nn.Module):
     transformer, every sample of a batch) its own symmetric scale ``max|x_row| / 127``; the
     integer GEMM runs once for the whole batch and the per-row scales are applied to its int32
     result, so outliers in one token do not cost the others precision (7-bit activations on CPUs
-    without VNNI, see :func:`act_qmax`). ``"per_tensor"`` uses one
+    without VNNI, see :func:`act_qmax`, unless the weights use 7 bits, see
+    :func:`weights_fit_7_bits`). ``"per_tensor"`` uses one
     asymmetric scale/zero point for the whole input (what ``torch.ao``'s dynamic quantization does);
     on x86 it runs FBGEMM's fused dynamic linear kernel on these weights.
 
@@ -198,6 +217,7 @@ class Int8DynamicLinear(nn.Module):
         self.register_buffer("_w_zp", torch.zeros(out_features, dtype=torch.int64), persistent=False)
         self._cache = _PackedWeightCache()
         self._fbgemm = _FbgemmPackCache()
+        self._compiled_qmax: int | None = None  # activation levels (see _act_levels), set by compile_int8
 
     @classmethod
     def from_float(cls, linear: nn.Linear, *, activation: ActGranularity = "per_token") -> Int8DynamicLinear:
@@ -220,6 +240,8 @@ class Int8DynamicLinear(nn.Module):
         return torch.tensor(qmax + 1.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():
+            return self._compiled_forward(x)
         if self.activation == "per_tensor" and _fbgemm_ready() and x.dtype == torch.float32:
             # One fused kernel (min/max, quantize, u8 x s8 GEMM, float output): FBGEMM's dynamic
             # linear, the kernel the seed's quantize_dynamic runs, here on torchslim's own
@@ -227,15 +249,15 @@ class Int8DynamicLinear(nn.Module):
             # this path also keeps the Python around the call to a minimum.
             fb = self._fbgemm
             packed = fb.packed if fb.version == _version(self.weight_int8) else fb.get(self)
-            return torch.ops.quantized.linear_dynamic(x, packed, _reduce_range())
+            return torch.ops.quantized.linear_dynamic(x, packed, fb.reduce_range)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float()
         packed = self._cache.get(self.weight_int8)
+        qmax = _act_levels(self._cache.narrow)
         # Few, fused ops: at batch 64 the number of elementwise passes, not the GEMM, decides the
         # speed of small layers. Values are made non-negative before the cast to uint8, so the
         # cast's truncation after adding 0.5 rounds to nearest.
         if self.activation == "per_token":
-            qmax = act_qmax()
             amax = x2.abs().amax(1, keepdim=True).clamp_min_(1e-12)
             # |x| / amax <= 1, so x * qmax / amax + qmax + 1 lies in [1, 2 * qmax + 1]. One zero
             # point for all rows turns the symmetric values into oneDNN's native u8 input; the
@@ -246,7 +268,7 @@ class Int8DynamicLinear(nn.Module):
             )
             y = y.mul_(amax / qmax) if self.bias is None else torch.addcmul(self.bias, y, amax / qmax)
         else:
-            levels = 2 * act_qmax() + 1
+            levels = 2 * qmax + 1
             lo_t, hi_t = torch.aminmax(x2)
             lo, hi = min(float(lo_t), 0.0), max(float(hi_t), 0.0)
             scale = max((hi - lo) / levels, 1e-12)
@@ -258,8 +280,98 @@ class Int8DynamicLinear(nn.Module):
             )
         return y.reshape(*lead, self.out_features)
 
+    def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The eager computation in plain tensor ops, for torch.compile with Inductor's freezing
+        # (see compile_int8): the prepack becomes a frozen constant, Inductor lowers the GEMM to
+        # the same oneDNN kernel and fuses the quantization and the per-row rescale into the
+        # elementwise kernels around it (LayerNorm, GELU, the residual add).
+        qmax = self._compiled_qmax
+        if qmax is None:
+            raise CompatibilityError("compile models with Int8DynamicLinear layers through torchslim.quantization.compile_int8")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features).float()
+        packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
+        if self.activation == "per_token":
+            amax = x2.abs().amax(1, keepdim=True).clamp_min(1e-12)
+            qx = (x2 * (qmax / amax) + (qmax + 1.5)).to(torch.uint8)
+            y = torch.ops.onednn.qlinear_pointwise(
+                qx, 1.0, qmax + 1, packed, self.weight_scale, self._w_zp, None, 1.0, 0, torch.float32, "none", [], ""
+            )
+            y = y * (amax / qmax)
+            if self.bias is not None:
+                y = y + self.bias
+        else:
+            levels = 2 * qmax + 1
+            lo, hi = x2.amin().clamp(max=0.0), x2.amax().clamp(min=0.0)
+            scale = ((hi - lo) / levels).clamp_min(1e-12)
+            zp = torch.round(-lo / scale)
+            qx = (x2 * (1.0 / scale) + (zp + 0.5)).clamp(0, levels).to(torch.uint8)
+            y = torch.ops.onednn.qlinear_pointwise.tensor(
+                qx, scale, zp.to(torch.int32), packed, self.weight_scale, self._w_zp, self.bias, 1.0, 0, torch.float32, "none", [], ""
+            )
+        return y.reshape(*lead, self.out_features)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}"
+
+
+def compile_int8(model: nn.Module, *, attention: str | None = "eager", **options: Any) -> Any:
+    """``torch.compile(model)`` set up for torchslim's INT8 layers; ``model`` itself is not modified.
+
+    Inductor's ``freezing`` turns the weights into constants, so oneDNN's prepacked weight is
+    computed once and the INT8 GEMM is lowered to oneDNN with the activation quantization and
+    rescaling fused into the elementwise kernels around it. ``realize_opcount_threshold=8``
+    stops Inductor from computing a long elementwise chain (GELU's erf) twice, once for the
+    per-row max and once for the quantized values. ``options`` override these Inductor settings.
+    ``attention``: the attention implementation of a Hugging Face model's compiled copy. With
+    ``"eager"`` (explicit matmul, mask and softmax) Inductor fuses the mask and softmax into its
+    own kernels; on the short sequences of sentence encoders that ran faster on a 2-core AVX2 CPU
+    than PyTorch's fused CPU attention (``"sdpa"``). ``None`` keeps the model's choice.
+    Run the result under ``torch.inference_mode()`` (freezing applies to inference only); each
+    new input shape compiles once more (pad inputs to a few fixed shapes).
+
+    >>> import torch, torch.nn as nn
+    >>> q = nn.Sequential(Int8DynamicLinear.from_float(nn.Linear(16, 8)))
+    >>> compiled = compile_int8(q)
+    >>> q[0]._compiled_qmax is None  # the caller's model is untouched; the compiled copy is set up
+    True
+    """
+    import copy
+
+    from torchslim.quantization.static_modules import _StaticBase
+
+    static = [n for n, m in model.named_modules() if isinstance(m, _StaticBase)]
+    if static:
+        raise CompatibilityError(
+            f"compile_int8 takes models with dynamic INT8 layers; {static[0]} is a static INT8 layer of a planned graph, "
+            "which already runs fused oneDNN kernels: call the model directly"
+        )
+    model = copy.deepcopy(model).eval()
+    for m in model.modules():
+        if isinstance(m, Int8DynamicLinear):
+            m._compiled_qmax = _act_levels(weights_fit_7_bits(m.weight_int8))
+    if attention is not None and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(attention)
+    opts: dict[str, Any] = {"freezing": True, "realize_opcount_threshold": 8}
+    opts.update(options)
+    return _Compiled(torch.compile(model, dynamic=False), opts)
+
+
+class _Compiled:
+    """A compiled model whose (re)compilations run under its Inductor settings.
+
+    torch.compile compiles lazily, at the first call for each new input shape, so the settings
+    are applied around every call (``torch.compile(options=...)`` does not reach ``freezing``).
+    """
+
+    def __init__(self, fn: Any, options: dict[str, Any]) -> None:
+        self.fn, self.options = fn, options
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(self.options):
+            return self.fn(*args, **kwargs)
 
 
 def pack_int4(q: torch.Tensor) -> torch.Tensor:

@@ -138,6 +138,15 @@ class StaticInt8Linear(nn.Module):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # torchslim.quantization.compile_int8: tensors only, frozen prepack
+            x2 = x.reshape(-1, self.in_features).float()
+            zp = self.act_zero_point.to(torch.int32)
+            qx = torch.clamp(torch.round(x2 / self.act_scale) + zp, 0, self.act_qmax).to(torch.uint8)
+            packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
+            y = torch.ops.onednn.qlinear_pointwise.tensor(
+                qx, self.act_scale, zp, packed, self.weight_scale, self._w_zp, self.bias, 1.0, 0, torch.float32, "none", [], ""
+            )
+            return y.reshape(*x.shape[:-1], self.out_features)
         key = (self.weight_int8.data_ptr(), self.weight_int8._version)
         if self._packed is None or self._packed_key != key:
             self._packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
