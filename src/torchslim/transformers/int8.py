@@ -15,6 +15,11 @@ agreement over real sentences; fake quantization and ONNX Runtime runs):
   0.960; the benchmark's recipe sets it through ``targets``), not for query/key/value (0.941)
   or either FFN layer (0.932 / 0.834) (``benchmarks/bench_transformers.py --int8-sweep``).
 
+Run in PyTorch through :func:`torchslim.quantization.compile_int8` (``torch.compile``), the
+per-token scales cost little: they are fused into the LayerNorm / GELU / residual kernels around
+each GEMM, so there per-token activations on every layer are the faster choice as well
+(``benchmarks/results/transformers.md``, row ``torchslim-int8-compiled``).
+
 So the method is SmoothQuant migration (an explicit per-channel multiply, see
 :class:`~torchslim.transformers.modules.SmoothedLinear`; layers that read the same tensor, such
 as query/key/value, share one vector), per-channel symmetric weights and dynamic activations with
