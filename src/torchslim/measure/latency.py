@@ -138,9 +138,8 @@ def reuse_freed_memory(*, mmap_threshold: int = 32 * 2**20, trim_threshold: int 
 
     PyTorch's CPU allocator hands each large tensor to ``malloc``, and glibc serves blocks above
     its mmap threshold with fresh ``mmap`` pages and unmaps them on ``free``. A forward pass that
-    allocates tens of MB of activations then page-faults (and zero-fills) all of them again on
-    every call: tens of thousands of faults per batch of MiniLM at 32 x 64 tokens, while ONNX
-    Runtime's arena allocator has none. Raising the mmap threshold (at most 32 MiB on 64-bit
+    allocates tens of MB of activations can then page-fault (and zero-fill) them again on every
+    call, which ONNX Runtime's arena allocator never does. Raising the mmap threshold (at most 32 MiB on 64-bit
     glibc) and the trim threshold keeps the freed blocks in the heap, as jemalloc or tcmalloc
     (the usual advice for PyTorch CPU inference) would. It affects every later allocation of
     the process, PyTorch's and other libraries' alike, so benchmarks call it once for all
