@@ -132,3 +132,12 @@ def test_unsupported_layers_stay_float_and_are_reported(calib):
     with torch.no_grad():
         ref, out = m(calib[:32]), q(calib[:32])
     assert float((out - ref).norm() / ref.norm()) < 0.05
+
+
+def test_compile_int8_refuses_a_static_model(lenet5, calib):
+    from torchslim.errors import CompatibilityError
+    from torchslim.quantization import compile_int8
+
+    q, _ = quantize(lenet5, StaticInt8Config(), calib_data=calib)
+    with pytest.raises(CompatibilityError, match="static INT8 layer .* call the model directly"):
+        compile_int8(q)

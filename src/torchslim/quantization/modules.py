@@ -338,9 +338,9 @@ def compile_int8(model: nn.Module, *, attention: str | None = "eager", **options
     """
     import copy
 
-    from torchslim.quantization.static_modules import _StaticBase
+    from torchslim.quantization.static_modules import QConv2d, QLinear
 
-    static = [n for n, m in model.named_modules() if isinstance(m, _StaticBase)]
+    static = [n for n, m in model.named_modules() if isinstance(m, (QConv2d, QLinear))]
     if static:
         raise CompatibilityError(
             f"compile_int8 takes models with dynamic INT8 layers; {static[0]} is a static INT8 layer of a planned graph, "
