@@ -234,15 +234,9 @@ class Int8DynamicLinear(nn.Module):
         """The float weight the integer values stand for (``q * scale``)."""
         return self.weight_int8.float() * self.weight_scale[:, None]
 
-    @staticmethod
-    @functools.lru_cache(maxsize=4)
-    def _zp_f(qmax: int) -> torch.Tensor:
-        return torch.tensor(qmax + 1.5)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():
-            return self._compiled_forward(x)
-        if self.activation == "per_tensor" and _fbgemm_ready() and x.dtype == torch.float32:
+        compiling = torch.compiler.is_compiling()
+        if self.activation == "per_tensor" and not compiling and _fbgemm_ready() and x.dtype == torch.float32:
             # One fused kernel (min/max, quantize, u8 x s8 GEMM, float output): FBGEMM's dynamic
             # linear, the kernel the seed's quantize_dynamic runs, here on torchslim's own
             # per-channel weights. At batch 64 separate elementwise passes cost 2x its time, so
@@ -252,8 +246,16 @@ class Int8DynamicLinear(nn.Module):
             return torch.ops.quantized.linear_dynamic(x, packed, fb.reduce_range)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features).float()
-        packed = self._cache.get(self.weight_int8)
-        qmax = _act_levels(self._cache.narrow)
+        if compiling:
+            # torch.compile through compile_int8: Inductor's freezing turns this prepack into a
+            # constant, lowers the GEMM to the same oneDNN kernel and fuses the quantization and
+            # the rescale below into the elementwise kernels around it (LayerNorm, GELU, residual).
+            if self._compiled_qmax is None:
+                raise CompatibilityError("compile models with Int8DynamicLinear layers through torchslim.quantization.compile_int8")
+            packed, qmax = torch.ops.onednn.qlinear_prepack(self.weight_int8, None), self._compiled_qmax
+        else:
+            packed = self._cache.get(self.weight_int8)
+            qmax = _act_levels(self._cache.narrow)
         # Few, fused ops: at batch 64 the number of elementwise passes, not the GEMM, decides the
         # speed of small layers. Values are made non-negative before the cast to uint8, so the
         # cast's truncation after adding 0.5 rounds to nearest.
@@ -262,50 +264,18 @@ class Int8DynamicLinear(nn.Module):
             # |x| / amax <= 1, so x * qmax / amax + qmax + 1 lies in [1, 2 * qmax + 1]. One zero
             # point for all rows turns the symmetric values into oneDNN's native u8 input; the
             # per-row scales are applied to the int32 result.
-            qx = torch.addcmul(self._zp_f(qmax), x2, qmax / amax).to(torch.uint8)
+            qx = torch.addcmul(torch.full((), qmax + 1.5), x2, qmax / amax).to(torch.uint8)
             y = torch.ops.onednn.qlinear_pointwise(
                 qx, 1.0, qmax + 1, packed, self.weight_scale, self._w_zp, None, 1.0, 0, torch.float32, "none", [], ""
             )
             y = y.mul_(amax / qmax) if self.bias is None else torch.addcmul(self.bias, y, amax / qmax)
-        else:
-            levels = 2 * qmax + 1
-            lo_t, hi_t = torch.aminmax(x2)
-            lo, hi = min(float(lo_t), 0.0), max(float(hi_t), 0.0)
-            scale = max((hi - lo) / levels, 1e-12)
-            zp = int(round(-lo / scale))
-            # (x - lo) / scale lies in [0, levels] by construction.
-            qx = x2.mul(1.0 / scale).add_(zp + 0.5).clamp_(0, levels).to(torch.uint8)
-            y = torch.ops.onednn.qlinear_pointwise(
-                qx, scale, zp, packed, self.weight_scale, self._w_zp, self.bias, 1.0, 0, torch.float32, "none", [], ""
-            )
-        return y.reshape(*lead, self.out_features)
-
-    def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The eager computation in plain tensor ops, for torch.compile with Inductor's freezing
-        # (see compile_int8): the prepack becomes a frozen constant, Inductor lowers the GEMM to
-        # the same oneDNN kernel and fuses the quantization and the per-row rescale into the
-        # elementwise kernels around it (LayerNorm, GELU, the residual add).
-        qmax = self._compiled_qmax
-        if qmax is None:
-            raise CompatibilityError("compile models with Int8DynamicLinear layers through torchslim.quantization.compile_int8")
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features).float()
-        packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
-        if self.activation == "per_token":
-            amax = x2.abs().amax(1, keepdim=True).clamp_min(1e-12)
-            qx = (x2 * (qmax / amax) + (qmax + 1.5)).to(torch.uint8)
-            y = torch.ops.onednn.qlinear_pointwise(
-                qx, 1.0, qmax + 1, packed, self.weight_scale, self._w_zp, None, 1.0, 0, torch.float32, "none", [], ""
-            )
-            y = y * (amax / qmax)
-            if self.bias is not None:
-                y = y + self.bias
-        else:
+        else:  # scale and zero point stay tensors: no host sync, and traceable
             levels = 2 * qmax + 1
             lo, hi = x2.amin().clamp(max=0.0), x2.amax().clamp(min=0.0)
             scale = ((hi - lo) / levels).clamp_min(1e-12)
             zp = torch.round(-lo / scale)
-            qx = (x2 * (1.0 / scale) + (zp + 0.5)).clamp(0, levels).to(torch.uint8)
+            # (x - lo) / scale lies in [0, levels] by construction.
+            qx = (x2 * (1.0 / scale) + (zp + 0.5)).clamp_(0, levels).to(torch.uint8)
             y = torch.ops.onednn.qlinear_pointwise.tensor(
                 qx, scale, zp.to(torch.int32), packed, self.weight_scale, self._w_zp, self.bias, 1.0, 0, torch.float32, "none", [], ""
             )

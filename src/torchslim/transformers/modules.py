@@ -138,26 +138,21 @@ class StaticInt8Linear(nn.Module):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():  # torchslim.quantization.compile_int8: tensors only, frozen prepack
-            x2 = x.reshape(-1, self.in_features).float()
-            zp = self.act_zero_point.to(torch.int32)
-            qx = torch.clamp(torch.round(x2 / self.act_scale) + zp, 0, self.act_qmax).to(torch.uint8)
+        if torch.compiler.is_compiling():  # torchslim.quantization.compile_int8 freezes this prepack
             packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
-            y = torch.ops.onednn.qlinear_pointwise.tensor(
-                qx, self.act_scale, zp, packed, self.weight_scale, self._w_zp, self.bias, 1.0, 0, torch.float32, "none", [], ""
-            )
-            return y.reshape(*x.shape[:-1], self.out_features)
-        key = (self.weight_int8.data_ptr(), self.weight_int8._version)
-        if self._packed is None or self._packed_key != key:
-            self._packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
-            self._packed_key = key
-        lead = x.shape[:-1]
-        scale, zp = float(self.act_scale), int(self.act_zero_point)
-        qx = torch.clamp(torch.round(x.reshape(-1, self.in_features).float() / scale) + zp, 0, int(self.act_qmax)).to(torch.uint8)
-        y = torch.ops.onednn.qlinear_pointwise(
-            qx, scale, zp, self._packed, self.weight_scale, self._w_zp, self.bias, 1.0, 0, torch.float32, "none", [], ""
+        else:
+            key = (self.weight_int8.data_ptr(), self.weight_int8._version)
+            if self._packed is None or self._packed_key != key:
+                self._packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
+                self._packed_key = key
+            packed = self._packed
+        # Scale and zero point stay tensors (no host sync, and traceable by torch.compile).
+        zp = self.act_zero_point.to(torch.int32)
+        qx = torch.clamp(torch.round(x.reshape(-1, self.in_features).float() / self.act_scale) + zp, 0, self.act_qmax)
+        y = torch.ops.onednn.qlinear_pointwise.tensor(
+            qx.to(torch.uint8), self.act_scale, zp, packed, self.weight_scale, self._w_zp, self.bias, 1.0, 0, torch.float32, "none", [], ""
         )
-        return y.reshape(*lead, self.out_features)
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def onnx_spec(self) -> QuantLinearSpec:
         return QuantLinearSpec(self.weight_int8, self.weight_scale, self.bias, activation="static",
