@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -134,10 +136,37 @@ def test_unsupported_layers_stay_float_and_are_reported(calib):
     assert float((out - ref).norm() / ref.norm()) < 0.05
 
 
-def test_compile_int8_refuses_a_static_model(lenet5, calib):
-    from torchslim.errors import CompatibilityError
-    from torchslim.quantization import compile_int8
+class OneChannel(nn.Module):
+    """One-channel convolutions: a stride-2 padded stem, a wide-kernel layer and a residual one."""
 
-    q, _ = quantize(lenet5, StaticInt8Config(), calib_data=calib)
-    with pytest.raises(CompatibilityError, match="static INT8 layer .* call the model directly"):
-        compile_int8(q)
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 6, (3, 3), stride=2, padding=1)
+        self.branch = nn.Conv2d(1, 6, (3, 5), stride=(2, 2), padding=(1, 2))
+        self.head = nn.Conv2d(1, 6, (5, 5), stride=(2, 1), padding=(2, 2))
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv1(x) + self.branch(x))  # conv1 absorbs the add (one-channel integer_add)
+        z = self.head(x)
+        return self.fc(y.mean((2, 3)) + z.mean((2, 3)))
+
+
+def test_one_channel_convolutions_unfold_columns_exactly(digits, calib, monkeypatch):
+    from torchslim.quantization.static_modules import unfold_columns
+
+    x = torch.arange(2 * 3 * 7, dtype=torch.uint8).reshape(2, 1, 3, 7)
+    u = unfold_columns(x, 3, 1, 2, zp=200)  # kernel width 3, padding 1, stride 2: 4 output columns
+    assert u.shape == (2, 3, 3, 4) and u.is_contiguous(memory_format=torch.channels_last)
+    assert u[0, :, 0, 0].tolist() == [200, 0, 1] and u[0, :, 0, 3].tolist() == [5, 6, 200]
+    torch.manual_seed(0)
+    m = OneChannel().eval()
+    q, _ = quantize(m, StaticInt8Config(), calib_data=calib)
+    assert q.conv1.columns_as_channels and q.conv1.fuse == "add_relu" and q.head.columns_as_channels
+    images = digits[2].images[:40]
+    with torch.no_grad():
+        unfolded = q(images)
+        direct = copy.deepcopy(q)  # a fresh copy packs its weights anew
+        monkeypatch.setattr(QConv2d, "columns_as_channels", property(lambda self: False))
+        assert torch.equal(direct(images), unfolded)
+        assert float((unfolded - m(images)).norm() / m(images).norm()) < 0.05

@@ -286,8 +286,14 @@ class Int8DynamicLinear(nn.Module):
 
 
 def compile_int8(model: nn.Module, *, attention: str | None = "eager", **options: Any) -> Any:
-    """``torch.compile(model)`` set up for torchslim's INT8 layers; ``model`` itself is not modified.
+    """A faster runtime for a torchslim INT8 model; ``model`` itself is not modified.
 
+    Static INT8 models (``StaticInt8Config``, QAT's integer model) are lowered to one flat torch.fx
+    graph of integer kernel calls (:func:`~torchslim.quantization.lowering.lower_static`): same
+    kernels and outputs, without the per-op Python dispatch of the eager model; no compile step.
+    ``attention`` and ``options`` apply to the other models only.
+
+    Other models (dynamic INT8 layers, the transformers' INT8 encoder) get ``torch.compile``:
     Inductor's ``freezing`` turns the weights into constants, so oneDNN's prepacked weight is
     computed once and the INT8 GEMM is lowered to oneDNN with the activation quantization and
     rescaling fused into the elementwise kernels around it. ``realize_opcount_threshold=8``
@@ -308,14 +314,11 @@ def compile_int8(model: nn.Module, *, attention: str | None = "eager", **options
     """
     import copy
 
+    from torchslim.quantization.lowering import lower_static
     from torchslim.quantization.static_modules import QConv2d, QLinear
 
-    static = [n for n, m in model.named_modules() if isinstance(m, (QConv2d, QLinear))]
-    if static:
-        raise CompatibilityError(
-            f"compile_int8 takes models with dynamic INT8 layers; {static[0]} is a static INT8 layer of a planned graph, "
-            "which already runs fused oneDNN kernels: call the model directly"
-        )
+    if any(isinstance(m, (QConv2d, QLinear)) for m in model.modules()):
+        return lower_static(model)
     model = copy.deepcopy(model).eval()
     for m in model.modules():
         if isinstance(m, Int8DynamicLinear):

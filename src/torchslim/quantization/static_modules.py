@@ -34,6 +34,11 @@ def quantize_tensor(x: torch.Tensor, scale: float, zp: int, levels: int) -> torc
     return torch.round(x * (1.0 / scale)).add_(zp).clamp_(0, levels).to(torch.uint8)
 
 
+def dequantize_uint8(data: torch.Tensor, scale: float, zp: int) -> torch.Tensor:
+    """uint8 -> float32 with ``(data - zp) * scale``."""
+    return data.to(torch.float32).sub_(zp).mul_(scale)
+
+
 class QTensor:
     """A quantized activation: ``uint8`` ``data`` standing for ``(data - zp) * scale``.
 
@@ -47,7 +52,7 @@ class QTensor:
         self.data, self.scale, self.zp = data, scale, zp
 
     def dequantize(self) -> torch.Tensor:
-        return self.data.to(torch.float32).sub_(self.zp).mul_(self.scale)
+        return dequantize_uint8(self.data, self.scale, self.zp)
 
     # Tensor-like metadata the models' forwards use.
     @property
@@ -120,7 +125,7 @@ class PendingConv:
         self.conv, self.qx, self.x_scale, self.x_zp = conv, qx, x_scale, x_zp
 
     def materialize(self) -> torch.Tensor:
-        return self.conv._run(self.qx, self.x_scale, self.x_zp, out_float=True)
+        return self.conv.integer_forward(self.qx, self.x_scale, self.x_zp, out_float=True)
 
     @property
     def shape(self) -> torch.Size:
@@ -145,6 +150,33 @@ class PendingConv:
             if out is not NotImplemented:
                 return out
         return func(*_to_float(args), **_to_float(kwargs))
+
+
+def unfold_columns(qx: torch.Tensor, kw: int, pw: int, sw: int, zp: int) -> torch.Tensor:
+    """A one-channel uint8 image ``[n, 1, h, w]`` as ``kw`` channels: channel ``j`` at output column
+    ``o`` holds input column ``o * sw + j - pw`` (the zero point where that is padding).
+
+    A ``kh x kw`` convolution over one channel equals a ``kh x 1`` convolution over these ``kw``
+    channels. Written here because oneDNN's AVX2 int8 convolution pads the input channels to a
+    multiple of 4, so a one-channel 5x5 kernel computes 100 products per output of which 25
+    count; over 5 column channels (padded to 8) it computes 40. On LeNet-5's first layer the
+    unfolded form with its copy ran faster than the direct one (bench-quantization times the model).
+    """
+    n, c, h, w = qx.shape
+    x = qx.reshape(n, h, w)
+    if pw:
+        x = F.pad(x, (pw, pw), value=zp)
+    wo = (x.shape[2] - kw) // sw + 1
+    out = torch.empty((n, h, wo, kw), dtype=torch.uint8)
+    for j in range(kw):  # kw strided copies of whole rows: one copy per element measured far slower
+        out[..., j] = x[:, :, j : j + sw * (wo - 1) + 1 : sw]
+    return out.permute(0, 3, 1, 2)
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    if t.dim() == 4 and not t.is_contiguous(memory_format=torch.channels_last):
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
 
 
 def _to_float(x: Any) -> Any:
@@ -172,24 +204,34 @@ def _add(a: Any, b: Any, *, alpha: Any = 1, out: Any = None) -> Any:
 def _relu(x: Any, inplace: bool = False) -> Any:
     if not isinstance(x, QTensor):
         return NotImplemented
-    return x if x.zp == 0 else x._same(torch.clamp_min(x.data, x.zp))
+    return x._same(relu_uint8(x.data, x.zp))
+
+
+def relu_uint8(data: torch.Tensor, zp: int) -> torch.Tensor:
+    """ReLU on integers standing for ``(data - zp) * scale``: clamp at the zero point."""
+    return data if zp == 0 else torch.clamp_min(data, zp)
 
 
 def _max_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                 ceil_mode: bool = False, return_indices: bool = False) -> Any:  # fmt: skip
     if not isinstance(x, QTensor) or return_indices:
         return NotImplemented
+    return x._same(max_pool2d_uint8(x.data, kernel_size, stride, padding, dilation, ceil_mode))
+
+
+def max_pool2d_uint8(data: torch.Tensor, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                     ceil_mode: bool = False) -> torch.Tensor:  # fmt: skip
+    """``F.max_pool2d`` on quantized integers (max commutes with the monotonic dequantization)."""
     k = _pair(kernel_size)
     s = _pair(stride if stride not in (None, []) else kernel_size)
-    n, c, h, w = x.data.shape
+    n, c, h, w = data.shape
     if _pair(padding) == (0, 0) and _pair(dilation) == (1, 1) and k == s and not ceil_mode:
         # Non-overlapping windows: elementwise maxima of strided views. (uint8 amax/max_pool2d
-        # reductions measured 100-500x slower than this on the CPU.) Max commutes with the
-        # monotonic dequantization, so pooling the integers is exact.
+        # reductions measured 100-500x slower than this on the CPU.)
         ho, wo = h // k[0], w // k[1]
-        if x.data.is_contiguous(memory_format=torch.channels_last) and h == ho * k[0] and w == wo * k[1]:
+        if data.is_contiguous(memory_format=torch.channels_last) and h == ho * k[0] and w == wo * k[1]:
             # NHWC memory: max over contiguous channel blocks, first along W then along H.
-            nhwc = x.data.permute(0, 2, 3, 1).reshape(n, h, wo, k[1] * c)
+            nhwc = data.permute(0, 2, 3, 1).reshape(n, h, wo, k[1] * c)
             row = nhwc[..., :c]
             for j in range(1, k[1]):
                 row = torch.maximum(row, nhwc[..., j * c : (j + 1) * c])
@@ -197,32 +239,42 @@ def _max_pool2d(x: Any, kernel_size: Any, stride: Any = None, padding: Any = 0, 
             out = rows[:, :, 0]
             for i in range(1, k[0]):
                 out = torch.maximum(out, rows[:, :, i])
-            return x._same(out.permute(0, 3, 1, 2))
-        d = x.data[:, :, : ho * k[0], : wo * k[1]]
+            return out.permute(0, 3, 1, 2)
+        d = data[:, :, : ho * k[0], : wo * k[1]]
         out = None
         for i in range(k[0]):
             for j in range(k[1]):
                 v = d[:, :, i :: k[0], j :: k[1]]
                 out = v if out is None else torch.maximum(out, v)
-        return x._same(out)
-    out = F.max_pool2d(x.data.float(), k, s, padding, dilation, ceil_mode)
-    return x._same(out.to(torch.uint8))
+        assert out is not None
+        return out
+    return F.max_pool2d(data.float(), k, s, padding, dilation, ceil_mode).to(torch.uint8)
 
 
 def _adaptive_avg_pool2d(x: Any, output_size: Any) -> Any:
     if not isinstance(x, QTensor):
         return NotImplemented
+    return x._same(adaptive_avg_pool2d_uint8(x.data, output_size))
+
+
+def adaptive_avg_pool2d_uint8(data: torch.Tensor, output_size: Any) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d`` on quantized integers (averaging keeps scale and zero point)."""
     if _pair(output_size) == (1, 1):
-        out = x.data.float().mean((2, 3), keepdim=True)
+        out = data.float().mean((2, 3), keepdim=True)
     else:
-        out = F.adaptive_avg_pool2d(x.data.float(), output_size)
-    return x._same(torch.round(out).to(torch.uint8))
+        out = F.adaptive_avg_pool2d(data.float(), output_size)
+    return torch.round(out).to(torch.uint8)
 
 
 def _avg_pool2d(x: Any, *args: Any, **kwargs: Any) -> Any:
     if not isinstance(x, QTensor):
         return NotImplemented
-    return x._same(torch.round(F.avg_pool2d(x.data.float(), *args, **kwargs)).to(torch.uint8))
+    return x._same(avg_pool2d_uint8(x.data, *args, **kwargs))
+
+
+def avg_pool2d_uint8(data: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    """``F.avg_pool2d`` on quantized integers."""
+    return torch.round(F.avg_pool2d(data.float(), *args, **kwargs)).to(torch.uint8)
 
 
 def _flatten(x: Any, start_dim: int = 0, end_dim: int = -1) -> Any:
@@ -259,18 +311,28 @@ def _drop_defaults(cfg: dict[str, Any], cls: type) -> dict[str, Any]:
             or params[k].default != v}  # fmt: skip
 
 
-class _Prepacked:
-    """oneDNN's blocked weight for one input quantization; rebuilt when inputs or weights change."""
+class _Bound:
+    """A layer's kernel arguments, read from its buffers once: the prepacked weight for one input
+    quantization, ``(weight_scale, weight_zero_point, bias)`` and the output ``(scale, zero_point)``.
+
+    Rebuilt when the key (inputs, buffers and their versions) changes; a frozen layer (lowered
+    graph) skips the key, because reading module buffers costs microseconds per access, a visible
+    share of a small CNN's forward.
+    """
 
     def __init__(self) -> None:
         self.key: tuple[Any, ...] | None = None
         self.packed: torch.Tensor | None = None
+        self.weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] = ()  # type: ignore[assignment]
+        self.out: tuple[float, int] = (1.0, 0)
+        self.x: tuple[float, int] | None = None
+        self.geometry: tuple[Any, ...] = ()  # a convolution's (stride, padding, dilation, groups) as run
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> _Prepacked:
-        return _Prepacked()
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Bound:
+        return _Bound()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"key": None, "packed": None}
+        return _Bound().__dict__
 
 
 class _StaticBase(nn.Module):
@@ -286,12 +348,32 @@ class _StaticBase(nn.Module):
         # one buffer so the checkpoint stores them beside the weights at little header cost.
         self.register_buffer("qparams", torch.tensor([[1.0, 0.0]] * 3))
         self.register_buffer("_w_zp", torch.zeros(out_channels, dtype=torch.int64), persistent=False)
-        self._pack = _Prepacked()
+        self._bound = _Bound()
+        self._frozen = False  # set on the lowered graph's copy (see lowering.py)
+        self._qp_cache: tuple[Any, list[tuple[float, int]]] = (None, [])
 
     def _qp(self, row: int) -> tuple[float, int]:
-        """Row 0: input, 1: output, 2: the fused add's shortcut (accumulator)."""
-        s, zp = self.qparams[row].tolist()
-        return s, int(zp)
+        """Row 0: input, 1: output, 2: the fused add's shortcut (accumulator).
+
+        Read as Python numbers once per change of the buffer: indexing the tensor on every call
+        costs two tensor ops per layer and forward.
+        """
+        key = (self.qparams.data_ptr(), self.qparams._version)
+        if self._qp_cache[0] != key:
+            self._qp_cache = (key, [(s, int(zp)) for s, zp in self.qparams.tolist()])
+        return self._qp_cache[1][row]
+
+    def _bind(self, xs: float, xz: int, pack: Callable[[], torch.Tensor]) -> _Bound:
+        b = self._bound
+        if self._frozen and b.x == (xs, xz):
+            return b
+        w, sc = self.weight_int8, self.weight_scale
+        key = (w.data_ptr(), w._version, sc.data_ptr(), sc._version, self.qparams.data_ptr(), self.qparams._version,
+               None if self.bias is None else self.bias.data_ptr(), xs, xz)  # fmt: skip
+        if b.key != key:
+            b.packed, b.key, b.x = pack(), key, (xs, xz)
+            b.weights, b.out = (sc, self._w_zp, self.bias), self._qp(1)
+        return b
 
     def set_qparams(self, *, input: tuple[float, int], output: tuple[float, int] | None = None,
                     accum: tuple[float, int] | None = None) -> None:  # fmt: skip
@@ -342,60 +424,79 @@ class QConv2d(_StaticBase):
         )  # fmt: skip
         return _drop_defaults(cfg, type(self))
 
-    def _packed(self, x_scale: float, x_zp: int, x_shape: list[int]) -> torch.Tensor:
-        key = (self.weight_int8.data_ptr(), self.weight_int8._version, self.weight_scale._version, x_scale, x_zp)
-        if self._pack.key != key:
-            self._pack.packed = torch.ops.onednn.qconv_prepack(
-                self.weight_int8, self.weight_scale, x_scale, x_zp, self.stride, self.padding, self.dilation,
-                self.groups, x_shape,
-            )  # fmt: skip
-            self._pack.key = key
-        assert self._pack.packed is not None
-        return self._pack.packed
+    def _bound_for(self, operand: torch.Tensor, xs: float, xz: int) -> _Bound:
+        def pack() -> torch.Tensor:
+            w, geometry = self.weight_int8, (self.stride, self.padding, self.dilation, self.groups)
+            if self.columns_as_channels:
+                oc, c, kh, kw = w.shape
+                w = w.permute(0, 3, 1, 2).reshape(oc, kw * c, kh, 1)
+                geometry = ([self.stride[0], 1], [self.padding[0], 0], [self.dilation[0], 1], 1)
+            self._bound.geometry = geometry
+            return torch.ops.onednn.qconv_prepack(w, self.weight_scale, xs, xz, *geometry, list(operand.shape))
+
+        return self._bind(xs, xz, pack)
+
+    @property
+    def columns_as_channels(self) -> bool:
+        """Whether the kernel's columns run as input channels (one-channel inputs, see :func:`unfold_columns`)."""
+        return self.in_channels == 1 and self.groups == 1 and self.kernel_size[1] > 1 and self.dilation[1] == 1
+
+    def _operand(self, qx: torch.Tensor, xz: int) -> torch.Tensor:
+        if self.columns_as_channels:
+            return unfold_columns(qx, self.kernel_size[1], self.padding[1], self.stride[1], xz)
+        return _channels_last(qx)
 
     def forward(self, x: Any) -> Any:
         qx, xs, xz = self._input(x)
-        if qx.dim() == 4 and not qx.is_contiguous(memory_format=torch.channels_last):
-            qx = qx.contiguous(memory_format=torch.channels_last)
         if self.fuse in ("add", "add_relu"):
-            return PendingConv(self, qx, xs, xz)
-        return self._run(qx, xs, xz, out_float=self.out_float)
+            return PendingConv(self, _channels_last(qx), xs, xz)
+        y = self.integer_forward(qx, xs, xz)
+        return y if self.out_float else QTensor(y, *self._qp(1))
 
-    def _run(self, qx: torch.Tensor, xs: float, xz: int, *, out_float: bool) -> Any:
-        packed = self._packed(xs, xz, list(qx.shape))
-        attr = "relu" if self.fuse in ("relu", "add_relu") and not out_float else "none"
-        if out_float:
+    def integer_forward(self, qx: torch.Tensor, xs: float, xz: int, *, out_float: bool | None = None) -> torch.Tensor:
+        """The convolution of uint8 ``qx`` (standing for ``(qx - xz) * xs``), without the fused add.
+
+        Returns uint8 at the layer's output quantization, or float32 when ``out_float``
+        (default: the layer's own setting).
+        """
+        qx = self._operand(qx, xz)
+        b = self._bound_for(qx, xs, xz)
+        if self.out_float if out_float is None else out_float:
             y = torch.ops.onednn.qconv_pointwise(
-                qx, xs, xz, packed, self.weight_scale, self._w_zp, self.bias, self.stride, self.padding,
-                self.dilation, self.groups, 1.0, 0, torch.float32, "none", [], "",
+                qx, xs, xz, b.packed, *b.weights, *b.geometry, 1.0, 0, torch.float32, "none", [], "",
             )  # fmt: skip
             return F.relu(y) if self.fuse == "relu" else y
-        os_, oz = self._qp(1)
-        y = torch.ops.onednn.qconv_pointwise(
-            qx, xs, xz, packed, self.weight_scale, self._w_zp, self.bias, self.stride, self.padding,
-            self.dilation, self.groups, os_, oz, torch.uint8, attr, [], "",
+        attr = "relu" if self.fuse in ("relu", "add_relu") else "none"
+        return torch.ops.onednn.qconv_pointwise(
+            qx, xs, xz, b.packed, *b.weights, *b.geometry, *b.out, torch.uint8, attr, [], "",
         )  # fmt: skip
-        return QTensor(y, os_, oz)
 
     def _run_add(self, pending: PendingConv, other: Any) -> Any:
         if isinstance(other, QTensor):
-            accum, a_s, a_z = other.data, other.scale, other.zp
-            if not self.accum_inplace:
-                accum = accum.clone(memory_format=torch.channels_last)
-            elif not accum.is_contiguous(memory_format=torch.channels_last):
-                accum = accum.contiguous(memory_format=torch.channels_last)
+            y = self.integer_add(pending.qx, pending.x_scale, pending.x_zp, other.data, other.scale, other.zp)
         else:
-            other = _to_float(other)
             a_s, a_z = self._qp(2)
-            accum = quantize_tensor(other.float(), a_s, a_z, self.act_levels).contiguous(memory_format=torch.channels_last)
-        os_, oz = self._qp(1)
-        packed = self._packed(pending.x_scale, pending.x_zp, list(pending.qx.shape))
-        y = torch.ops.onednn.qconv2d_pointwise.binary(
-            pending.qx, pending.x_scale, pending.x_zp, packed, self.weight_scale, self._w_zp, accum, self.bias,
-            self.stride, self.padding, self.dilation, self.groups, os_, oz, torch.uint8, a_s, a_z, "sum", 1.0,
-            "relu" if self.fuse == "add_relu" else "none", [], "",
+            shortcut = quantize_tensor(_to_float(other).float(), a_s, a_z, self.act_levels)
+            y = self.integer_add(pending.qx, pending.x_scale, pending.x_zp, shortcut, a_s, a_z, owned=True)
+        return QTensor(y, *self._qp(1))
+
+    def integer_add(self, qx: torch.Tensor, xs: float, xz: int, shortcut: torch.Tensor, a_s: float, a_z: int, *,
+                    owned: bool = False) -> torch.Tensor:  # fmt: skip
+        """The convolution plus ``shortcut`` (uint8 at ``(a_s, a_z)``) and the fused ReLU, in one kernel.
+
+        oneDNN accumulates into the shortcut's memory: it is copied first unless ``owned`` (a
+        fresh tensor) or the plan found it dead after the add (``accum_inplace``).
+        """
+        if owned or self.accum_inplace:
+            accum = _channels_last(shortcut)
+        else:
+            accum = shortcut.clone(memory_format=torch.channels_last)
+        qx = self._operand(qx, xz)
+        b = self._bound_for(qx, xs, xz)
+        w_scale, w_zp, bias = b.weights
+        return torch.ops.onednn.qconv2d_pointwise.binary(
+            qx, xs, xz, b.packed, w_scale, w_zp, accum, bias, *b.geometry, *b.out, torch.uint8, a_s, a_z, "sum", 1.0, "relu" if self.fuse == "add_relu" else "none", [], "",
         )  # fmt: skip
-        return QTensor(y, os_, oz)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={tuple(self.kernel_size)}, "
@@ -419,25 +520,20 @@ class QLinear(_StaticBase):
 
     def forward(self, x: Any) -> Any:
         qx, xs, xz = self._input(x)
+        y = self.integer_forward(qx, xs, xz)
+        return y if self.out_float else QTensor(y, *self._qp(1))
+
+    def integer_forward(self, qx: torch.Tensor, xs: float, xz: int) -> torch.Tensor:
+        """The layer on uint8 ``qx`` (standing for ``(qx - xz) * xs``): uint8 at the output
+        quantization, or float32 when ``out_float``."""
         lead = qx.shape[:-1]
-        qx = qx.reshape(-1, self.in_features)
-        key = (self.weight_int8.data_ptr(), self.weight_int8._version)
-        if self._pack.key != key:
-            self._pack.packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
-            self._pack.key = key
+        if len(lead) != 1:
+            qx = qx.reshape(-1, self.in_features)
+        b = self._bind(xs, xz, lambda: torch.ops.onednn.qlinear_prepack(self.weight_int8, None))
         attr = "relu" if self.fuse == "relu" else "none"
-        if self.out_float:
-            y = torch.ops.onednn.qlinear_pointwise(
-                qx, xs, xz, self._pack.packed, self.weight_scale, self._w_zp, self.bias, 1.0, 0, torch.float32, attr,
-                [], "",
-            )  # fmt: skip
-            return y.reshape(*lead, self.out_features)
-        os_, oz = self._qp(1)
-        y = torch.ops.onednn.qlinear_pointwise(
-            qx, xs, xz, self._pack.packed, self.weight_scale, self._w_zp, self.bias, os_, oz, torch.uint8, attr,
-            [], "",
-        )  # fmt: skip
-        return QTensor(y.reshape(*lead, self.out_features), os_, oz)
+        os_, oz, dtype = (1.0, 0, torch.float32) if self.out_float else (*b.out, torch.uint8)
+        y = torch.ops.onednn.qlinear_pointwise(qx, xs, xz, b.packed, *b.weights, os_, oz, dtype, attr, [], "")
+        return y if len(lead) == 1 else y.reshape(*lead, self.out_features)
 
     def extra_repr(self) -> str:
         return f"{self.in_features}, {self.out_features}, fuse={self.fuse}, out_float={self.out_float}"

@@ -1,0 +1,248 @@
+"""Lowering a static INT8 model to a flat graph of integer kernel calls (``compile_int8``'s CNN path).
+
+The quantized model that ``quantize`` returns keeps the user's class and ``forward``; between
+layers its activations travel as :class:`QTensor` objects that reach the integer code through
+``__torch_function__`` and ``nn.Module`` calls. On a small CNN that Python dispatch is a large
+part of a forward (``make bench-quantization`` times both runtimes side by side). Every scale and
+zero point of a static model is fixed, so the graph can be resolved once instead:
+:func:`lower_static` traces the quantized model with torch.fx (its integer layers as leaves),
+follows which values are integers and at which quantization, and writes a new graph in which
+activations are plain ``uint8`` tensors, each layer is a direct ``integer_forward`` /
+``integer_add`` call with its quantization as constants, ReLU, pooling and reshapes run on the
+integers, and everything else dequantizes its inputs and runs in float, as the eager model does.
+
+Written here rather than with PT2E + Inductor: torchslim's integer layers call the same oneDNN
+kernels eagerly and keep their fused residual adds; Inductor's quantized CNN lowering measured
+slower than FP32 on ResNet-20 on this project's CPUs (see ENVIRONMENT.md).
+"""
+
+from __future__ import annotations
+
+import builtins
+import copy
+import operator
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from torchslim.errors import CompatibilityError
+from torchslim.quantization.static_modules import (
+    QConv2d,
+    QLinear,
+    adaptive_avg_pool2d_uint8,
+    avg_pool2d_uint8,
+    dequantize_uint8,
+    max_pool2d_uint8,
+    quantize_tensor,
+    relu_uint8,
+)  # fmt: skip
+
+_RELU_FUNCS = {F.relu, torch.relu, torch.relu_, F.relu_}
+_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
+# Ops that move or relabel integers without changing their values or quantization.
+_RESHAPE_METHODS = {"flatten", "view", "reshape", "contiguous"}
+_METADATA_METHODS = {"size", "dim"}
+_METADATA_ATTRS = {"shape", "ndim", "device"}
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx's tracer with torchslim's quantized layers kept whole."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return type(m).__module__.startswith("torchslim.quantization") or super().is_leaf_module(m, qualname)
+
+
+class _Q:
+    """A value of the lowered graph that holds integers: ``node`` at ``(scale, zp)``."""
+
+    __slots__ = ("node", "scale", "zp")
+
+    def __init__(self, node: fx.Node, scale: float, zp: int) -> None:
+        self.node, self.scale, self.zp = node, scale, zp
+
+
+class _Pending:
+    """A convolution planned to absorb the ``+`` that follows it (see ``PendingConv``)."""
+
+    __slots__ = ("conv", "target", "qx", "scale", "zp")
+
+    def __init__(self, conv: QConv2d, target: str, qx: fx.Node, scale: float, zp: int) -> None:
+        self.conv, self.target, self.qx, self.scale, self.zp = conv, target, qx, scale, zp
+
+
+class _Lowering:
+    def __init__(self, root: nn.Module, traced: fx.Graph) -> None:
+        self.root, self.src = root, traced
+        self.g = fx.Graph()
+        self.env: dict[fx.Node, Any] = {}  # source node -> fx.Node (float or other value), _Q or _Pending
+        self.attrs: dict[str, fx.Node] = {}
+        self.floats: dict[int, fx.Node] = {}  # id of an env value (kept alive by env) -> its float node
+
+    # Values ----------------------------------------------------------------------------------
+    def module_node(self, target: str) -> fx.Node:
+        if target not in self.attrs:
+            self.attrs[target] = self.g.get_attr(target)
+        return self.attrs[target]
+
+    def as_float(self, v: Any) -> Any:
+        """A source-graph argument as a float (or non-tensor) value of the new graph (made once per value)."""
+        if not isinstance(v, (_Q, _Pending)):
+            return v
+        if id(v) not in self.floats:
+            if isinstance(v, _Q):
+                f = self.g.call_function(dequantize_uint8, (v.node, v.scale, v.zp))
+            else:
+                f = self.g.call_method("integer_forward", (self.module_node(v.target), v.qx, v.scale, v.zp),
+                                       {"out_float": True})  # fmt: skip
+            self.floats[id(v)] = f
+        return self.floats[id(v)]
+
+    def arg(self, a: Any) -> Any:
+        """Map a source argument (possibly nested) to new-graph values, dequantizing integers."""
+        return fx.node.map_aggregate(a, lambda x: self.as_float(self.env[x]) if isinstance(x, fx.Node) else x)
+
+    def integers(self, v: Any, layer: QConv2d | QLinear) -> tuple[fx.Node, float, int]:
+        """The input of ``layer`` as integers: as it comes, or quantized with the layer's input qparams."""
+        if isinstance(v, _Q):
+            return v.node, v.scale, v.zp
+        s, zp = layer._qp(0)
+        x = self.g.call_method("float", (self.as_float(v),))
+        return self.g.call_function(quantize_tensor, (x, s, zp, layer.act_levels)), s, zp
+
+    # Nodes -----------------------------------------------------------------------------------
+    def run(self) -> fx.Graph:
+        for n in self.src.nodes:
+            if n.op == "placeholder":
+                self.env[n] = self.g.node_copy(n)
+            elif n.op == "output":
+                self.g.output(self.arg(n.args[0]))
+            else:
+                self.env[n] = self.lower(n)
+        return self.g
+
+    def lower(self, n: fx.Node) -> Any:
+        mod = self.root.get_submodule(n.target) if n.op == "call_module" else None  # type: ignore[arg-type]
+        src = n.args[0] if n.args else None
+        first = self.env.get(src) if isinstance(src, fx.Node) else None
+        if isinstance(mod, (QConv2d, QLinear)):
+            return self.layer(n, mod)
+        if first is not None and self.is_identity(n, mod):
+            return first  # any value, a pending convolution included, passes through unchanged
+        if self.is_add(n):
+            out = self.add(n)
+            if out is not None:
+                return out
+        if isinstance(first, _Q):
+            out = self.on_integers(n, mod, first)
+            if out is not None:
+                return out
+        return self.copy(n)
+
+    def copy(self, n: fx.Node) -> fx.Node:
+        """The node as it is, on float (dequantized) inputs."""
+        return self.g.node_copy(n, lambda x: self.as_float(self.env[x]))
+
+    def layer(self, n: fx.Node, mod: QConv2d | QLinear) -> Any:
+        qx, s, zp = self.integers(self.env[n.args[0]], mod)  # type: ignore[index]
+        if isinstance(mod, QConv2d) and mod.fuse in ("add", "add_relu"):
+            return _Pending(mod, str(n.target), qx, s, zp)
+        y = self.g.call_method("integer_forward", (self.module_node(str(n.target)), qx, s, zp))
+        return y if mod.out_float else _Q(y, *mod._qp(1))
+
+    def is_identity(self, n: fx.Node, mod: nn.Module | None) -> bool:
+        if isinstance(mod, nn.Identity) or (isinstance(mod, nn.Dropout) and not mod.training):
+            return True
+        return n.op == "call_function" and n.target is F.dropout and not n.kwargs.get("training", False) \
+            and (len(n.args) < 3 or n.args[2] is False)  # fmt: skip
+
+    def is_add(self, n: fx.Node) -> bool:
+        if n.kwargs or len(n.args) != 2:
+            return False
+        return (n.op == "call_function" and n.target in _ADD_FUNCS) or (
+            n.op == "call_method" and n.target in ("add", "add_", "__add__")
+        )
+
+    def add(self, n: fx.Node) -> Any:
+        a, b = (self.env[x] if isinstance(x, fx.Node) else x for x in n.args)
+        if isinstance(b, _Pending) and not isinstance(a, _Pending):
+            a, b = b, a
+        if not isinstance(a, _Pending) or isinstance(b, _Pending):
+            return None
+        conv = self.module_node(a.target)
+        if isinstance(b, _Q):
+            y = self.g.call_method("integer_add", (conv, a.qx, a.scale, a.zp, b.node, b.scale, b.zp))
+        else:
+            s, zp = a.conv._qp(2)
+            x = self.g.call_method("float", (self.as_float(b),))
+            short = self.g.call_function(quantize_tensor, (x, s, zp, a.conv.act_levels))
+            y = self.g.call_method("integer_add", (conv, a.qx, a.scale, a.zp, short, s, zp), {"owned": True})
+        return _Q(y, *a.conv._qp(1))
+
+    def on_integers(self, n: fx.Node, mod: nn.Module | None, x: _Q) -> Any:
+        """Ops that run on the integers of their first argument; None: dequantize and run in float."""
+        rest, kwargs = self.arg(n.args[1:]), dict(self.arg(n.kwargs))
+        g = self.g
+        if isinstance(mod, nn.ReLU) or (n.op == "call_function" and n.target in _RELU_FUNCS) or (
+            n.op == "call_method" and n.target in ("relu", "relu_")
+        ):
+            return _Q(g.call_function(relu_uint8, (x.node, x.zp)), x.scale, x.zp) if x.zp else x
+        if isinstance(mod, nn.MaxPool2d) and not mod.return_indices:
+            args = (x.node, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode)
+            return _Q(g.call_function(max_pool2d_uint8, args), x.scale, x.zp)
+        if n.op == "call_function" and n.target in (F.max_pool2d, torch.max_pool2d):
+            if kwargs.pop("return_indices", False) or len(rest) >= 6 and rest[5]:
+                return None
+            return _Q(g.call_function(max_pool2d_uint8, (x.node, *rest[:5]), kwargs), x.scale, x.zp)
+        if isinstance(mod, nn.AdaptiveAvgPool2d):
+            return _Q(g.call_function(adaptive_avg_pool2d_uint8, (x.node, mod.output_size)), x.scale, x.zp)
+        if n.op == "call_function" and n.target is F.adaptive_avg_pool2d:
+            return _Q(g.call_function(adaptive_avg_pool2d_uint8, (x.node, *rest), kwargs), x.scale, x.zp)
+        if isinstance(mod, nn.AvgPool2d):
+            args = (x.node, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.count_include_pad,
+                    mod.divisor_override)  # fmt: skip
+            return _Q(g.call_function(avg_pool2d_uint8, args), x.scale, x.zp)
+        if n.op == "call_function" and n.target is F.avg_pool2d:
+            return _Q(g.call_function(avg_pool2d_uint8, (x.node, *rest), kwargs), x.scale, x.zp)
+        if isinstance(mod, nn.Flatten):
+            return _Q(g.call_function(torch.flatten, (x.node, mod.start_dim, mod.end_dim)), x.scale, x.zp)
+        if n.op == "call_function" and n.target is torch.flatten:
+            return _Q(g.call_function(torch.flatten, (x.node, *rest), kwargs), x.scale, x.zp)
+        if n.op == "call_method" and n.target in _RESHAPE_METHODS:
+            return _Q(g.call_method(str(n.target), (x.node, *rest), kwargs), x.scale, x.zp)
+        if n.op == "call_method" and n.target in _METADATA_METHODS:
+            return g.call_method(str(n.target), (x.node, *rest), kwargs)
+        if n.op == "call_function" and n.target is builtins.getattr and rest and rest[0] in _METADATA_ATTRS:
+            return g.call_function(builtins.getattr, (x.node, *rest))
+        return None
+
+
+def lower_static(model: nn.Module) -> fx.GraphModule:
+    """A copy of a statically quantized model as one flat graph of integer kernel calls.
+
+    Outputs are identical to ``model``'s (the same kernels run on the same integers). The copy is
+    a snapshot: its quantization parameters are constants of the graph, so lower again after
+    changing the model. Raises :class:`CompatibilityError` when the model has no static INT8
+    layers or its forward cannot be traced by torch.fx.
+    """
+    if not any(isinstance(m, (QConv2d, QLinear)) for m in model.modules()):
+        raise CompatibilityError("lower_static takes a model quantized with StaticInt8Config or QATConfig; "
+                                 f"{type(model).__name__} has no static INT8 layer")  # fmt: skip
+    root = copy.deepcopy(model).eval()
+    try:
+        traced = _Tracer().trace(root)
+    except Exception as exc:  # tracing failures come as many exception types
+        raise CompatibilityError(
+            f"lowering needs a forward that torch.fx can trace, and {type(model).__name__}'s could not be "
+            f"({type(exc).__name__}: {exc}); run the quantized model directly"
+        ) from exc
+    for m in root.modules():
+        if isinstance(m, (QConv2d, QLinear)):
+            m._frozen = True
+    graph = _Lowering(root, traced).run()
+    gm = fx.GraphModule(root, graph, class_name=f"Lowered{type(model).__name__}")
+    gm.graph.eliminate_dead_code()  # dequantizations made for an op that then ran on integers
+    gm.recompile()
+    return gm.eval()
