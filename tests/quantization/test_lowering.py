@@ -28,7 +28,7 @@ def test_lenet5_lowers_to_integer_calls_with_identical_outputs(lenet5, digits, c
         assert torch.equal(low(x), q(x))
     # The caller's model is untouched: same buffers, its layers not frozen.
     assert all(torch.equal(v, state[k]) for k, v in q.state_dict().items())
-    assert not q.conv1._frozen and low.conv1._frozen
+    assert not q.conv1.frozen and low.conv1.frozen
 
 
 def test_resnet_fused_adds_lower_to_one_kernel_each(resnet8, digits, calib):
@@ -102,8 +102,8 @@ def test_eager_layers_see_changed_quantization(lenet5, digits, calib):
     x = digits[2].images[:32]
     with torch.no_grad():
         q(x)  # binds the layers' kernel arguments
-        s, zp = q.fc1._qp(1)
-        q.fc1.set_qparams(input=q.fc1._qp(0), output=(s * 2, zp))
+        s, zp = q.fc1.activation_qparams(1)
+        q.fc1.set_qparams(input=q.fc1.activation_qparams(0), output=(s * 2, zp))
         q.fc2.set_qparams(input=(s * 2, zp))
         assert torch.equal(q(x), copy.deepcopy(q)(x))  # a fresh copy binds from scratch
 

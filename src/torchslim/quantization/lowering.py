@@ -108,7 +108,7 @@ class _Lowering:
         """The input of ``layer`` as integers: as it comes, or quantized with the layer's input qparams."""
         if isinstance(v, _Q):
             return v.node, v.scale, v.zp
-        s, zp = layer._qp(0)
+        s, zp = layer.activation_qparams(0)
         x = self.g.call_method("float", (self.as_float(v),))
         return self.g.call_function(quantize_tensor, (x, s, zp, layer.act_levels)), s, zp
 
@@ -150,7 +150,7 @@ class _Lowering:
         if isinstance(mod, QConv2d) and mod.fuse in ("add", "add_relu"):
             return _Pending(mod, str(n.target), qx, s, zp)
         y = self.g.call_method("integer_forward", (self.module_node(str(n.target)), qx, s, zp))
-        return y if mod.out_float else _Q(y, *mod._qp(1))
+        return y if mod.out_float else _Q(y, *mod.activation_qparams(1))
 
     def is_identity(self, n: fx.Node, mod: nn.Module | None) -> bool:
         if isinstance(mod, nn.Identity) or (isinstance(mod, nn.Dropout) and not mod.training):
@@ -175,11 +175,11 @@ class _Lowering:
         if isinstance(b, _Q):
             y = self.g.call_method("integer_add", (conv, a.qx, a.scale, a.zp, b.node, b.scale, b.zp))
         else:
-            s, zp = a.conv._qp(2)
+            s, zp = a.conv.activation_qparams(2)
             x = self.g.call_method("float", (self.as_float(b),))
             short = self.g.call_function(quantize_tensor, (x, s, zp, a.conv.act_levels))
             y = self.g.call_method("integer_add", (conv, a.qx, a.scale, a.zp, short, s, zp), {"owned": True})
-        return _Q(y, *a.conv._qp(1))
+        return _Q(y, *a.conv.activation_qparams(1))
 
     def on_integers(self, n: fx.Node, mod: nn.Module | None, x: _Q) -> Any:
         """Ops that run on the integers of their first argument; None: dequantize and run in float."""
@@ -240,7 +240,7 @@ def lower_static(model: nn.Module) -> fx.GraphModule:
         ) from exc
     for m in root.modules():
         if isinstance(m, (QConv2d, QLinear)):
-            m._frozen = True
+            m.frozen = True
     graph = _Lowering(root, traced).run()
     gm = fx.GraphModule(root, graph, class_name=f"Lowered{type(model).__name__}")
     gm.graph.eliminate_dead_code()  # dequantizations made for an op that then ran on integers

@@ -159,8 +159,9 @@ def unfold_columns(qx: torch.Tensor, kw: int, pw: int, sw: int, zp: int) -> torc
     A ``kh x kw`` convolution over one channel equals a ``kh x 1`` convolution over these ``kw``
     channels. Written here because oneDNN's AVX2 int8 convolution pads the input channels to a
     multiple of 4, so a one-channel 5x5 kernel computes 100 products per output of which 25
-    count; over 5 column channels (padded to 8) it computes 40. On LeNet-5's first layer the
-    unfolded form with its copy ran faster than the direct one (bench-quantization times the model).
+    count; over 5 column channels (padded to 8) it computes 40. In scratch timings of LeNet-5's
+    first layer the unfolded form, its copy included, ran faster than the direct one;
+    ``make bench-quantization`` times the whole model.
     """
     n, c, h, w = qx.shape
     x = qx.reshape(n, h, w)
@@ -349,10 +350,10 @@ class _StaticBase(nn.Module):
         self.register_buffer("qparams", torch.tensor([[1.0, 0.0]] * 3))
         self.register_buffer("_w_zp", torch.zeros(out_channels, dtype=torch.int64), persistent=False)
         self._bound = _Bound()
-        self._frozen = False  # set on the lowered graph's copy (see lowering.py)
+        self.frozen = False  # set on the lowered graph's copy (see lowering.py)
         self._qp_cache: tuple[Any, list[tuple[float, int]]] = (None, [])
 
-    def _qp(self, row: int) -> tuple[float, int]:
+    def activation_qparams(self, row: int) -> tuple[float, int]:
         """Row 0: input, 1: output, 2: the fused add's shortcut (accumulator).
 
         Read as Python numbers once per change of the buffer: indexing the tensor on every call
@@ -365,14 +366,14 @@ class _StaticBase(nn.Module):
 
     def _bind(self, xs: float, xz: int, pack: Callable[[], torch.Tensor]) -> _Bound:
         b = self._bound
-        if self._frozen and b.x == (xs, xz):
+        if self.frozen and b.x == (xs, xz):
             return b
         w, sc = self.weight_int8, self.weight_scale
         key = (w.data_ptr(), w._version, sc.data_ptr(), sc._version, self.qparams.data_ptr(), self.qparams._version,
                None if self.bias is None else self.bias.data_ptr(), xs, xz)  # fmt: skip
         if b.key != key:
             b.packed, b.key, b.x = pack(), key, (xs, xz)
-            b.weights, b.out = (sc, self._w_zp, self.bias), self._qp(1)
+            b.weights, b.out = (sc, self._w_zp, self.bias), self.activation_qparams(1)
         return b
 
     def set_qparams(self, *, input: tuple[float, int], output: tuple[float, int] | None = None,
@@ -390,7 +391,7 @@ class _StaticBase(nn.Module):
             return x.data, x.scale, x.zp
         if isinstance(x, PendingConv):
             x = x.materialize()
-        s, zp = self._qp(0)
+        s, zp = self.activation_qparams(0)
         return quantize_tensor(x.float(), s, zp, self.act_levels), s, zp
 
 
@@ -451,7 +452,7 @@ class QConv2d(_StaticBase):
         if self.fuse in ("add", "add_relu"):
             return PendingConv(self, _channels_last(qx), xs, xz)
         y = self.integer_forward(qx, xs, xz)
-        return y if self.out_float else QTensor(y, *self._qp(1))
+        return y if self.out_float else QTensor(y, *self.activation_qparams(1))
 
     def integer_forward(self, qx: torch.Tensor, xs: float, xz: int, *, out_float: bool | None = None) -> torch.Tensor:
         """The convolution of uint8 ``qx`` (standing for ``(qx - xz) * xs``), without the fused add.
@@ -475,10 +476,10 @@ class QConv2d(_StaticBase):
         if isinstance(other, QTensor):
             y = self.integer_add(pending.qx, pending.x_scale, pending.x_zp, other.data, other.scale, other.zp)
         else:
-            a_s, a_z = self._qp(2)
+            a_s, a_z = self.activation_qparams(2)
             shortcut = quantize_tensor(_to_float(other).float(), a_s, a_z, self.act_levels)
             y = self.integer_add(pending.qx, pending.x_scale, pending.x_zp, shortcut, a_s, a_z, owned=True)
-        return QTensor(y, *self._qp(1))
+        return QTensor(y, *self.activation_qparams(1))
 
     def integer_add(self, qx: torch.Tensor, xs: float, xz: int, shortcut: torch.Tensor, a_s: float, a_z: int, *,
                     owned: bool = False) -> torch.Tensor:  # fmt: skip
@@ -521,7 +522,7 @@ class QLinear(_StaticBase):
     def forward(self, x: Any) -> Any:
         qx, xs, xz = self._input(x)
         y = self.integer_forward(qx, xs, xz)
-        return y if self.out_float else QTensor(y, *self._qp(1))
+        return y if self.out_float else QTensor(y, *self.activation_qparams(1))
 
     def integer_forward(self, qx: torch.Tensor, xs: float, xz: int) -> torch.Tensor:
         """The layer on uint8 ``qx`` (standing for ``(qx - xz) * xs``): uint8 at the output
