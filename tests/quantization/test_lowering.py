@@ -126,3 +126,16 @@ def test_lower_static_errors(lenet5):
     q.q.append(QLinear(64, 10))
     with pytest.raises(CompatibilityError, match="torch.fx can trace"):
         lower_static(q)
+
+
+def test_torchvision_model_with_concatenated_branches_lowers_exactly():
+    import torchvision
+
+    torch.manual_seed(0)
+    m = torchvision.models.squeezenet1_1(num_classes=10).eval()  # Fire modules: torch.cat of two conv branches
+    q, _ = quantize(m, StaticInt8Config(), calib_data=torch.randn(16, 3, 48, 48))
+    low = lower_static(q)
+    assert _calls(low, torch.cat) == 8 and _calls(low, "integer_forward") == 26
+    x = torch.randn(4, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(low(x), q(x))
