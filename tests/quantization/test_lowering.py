@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from torchslim.errors import CompatibilityError
-from torchslim.quantization import StaticInt8Config, compile_int8, quantize
+from torchslim.quantization import StaticInt8Config, compile_int8, kernels, quantize
 from torchslim.quantization.lowering import lower_static
 from torchslim.quantization.static_modules import dequantize_uint8, quantize_tensor
 
@@ -21,7 +21,8 @@ def test_lenet5_lowers_to_integer_calls_with_identical_outputs(lenet5, digits, c
     low = compile_int8(q)
     assert isinstance(low, torch.fx.GraphModule)
     # One quantization of the float input, four layer calls, integers all the way: no dequantize.
-    assert _calls(low, quantize_tensor) == 1 and _calls(low, "integer_forward") == 4
+    assert _calls(low, quantize_tensor) + _calls(low, kernels.quantize_unfold) == 1
+    assert _calls(low, "integer_forward") == 4
     assert _calls(low, dequantize_uint8) == 0
     x = digits[2].images
     with torch.no_grad():
@@ -67,7 +68,7 @@ def test_functional_ops_and_float_fallbacks_match_eager(digits, calib):
     q, _ = quantize(m, StaticInt8Config(), calib_data=calib)
     low = lower_static(q)
     assert _calls(low, dequantize_uint8) == 0  # conv2 emits float for the sigmoid: no integers to undo
-    assert _calls(low, torch.sigmoid) == 1 and _calls(low, quantize_tensor) == 2
+    assert _calls(low, torch.sigmoid) == 1 and _calls(low, quantize_tensor) + _calls(low, kernels.quantize_unfold) == 2
     x = digits[2].images[:50]
     with torch.no_grad():
         assert torch.equal(low(x), q(x))
@@ -139,3 +140,14 @@ def test_torchvision_model_with_concatenated_branches_lowers_exactly():
     x = torch.randn(4, 3, 48, 48)
     with torch.no_grad():
         assert torch.equal(low(x), q(x))
+
+
+def test_native_kernels_and_pytorch_ops_give_the_same_lowered_outputs(lenet5, digits, calib):
+    q, _ = quantize(lenet5, StaticInt8Config(), calib_data=calib)
+    fused, plain = lower_static(q), lower_static(q, native=False)
+    if kernels.load() is not None:  # one fused pass for LeNet-5's input quantization + unfold and each pool
+        assert _calls(fused, kernels.quantize_unfold) == 1 and _calls(fused, kernels.max_pool2x2) == 2
+    assert _calls(plain, kernels.max_pool2x2) == 0 and _calls(plain, quantize_tensor) == 1
+    x = digits[2].images
+    with torch.no_grad():
+        assert torch.equal(fused(x), plain(x))

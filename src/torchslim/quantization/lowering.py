@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from torchslim.errors import CompatibilityError
+from torchslim.quantization import kernels
 from torchslim.quantization.static_modules import (
     QConv2d,
     QLinear,
@@ -46,6 +47,20 @@ _ADD_FUNCS = {operator.add, operator.iadd, torch.add}
 _RESHAPE_METHODS = {"flatten", "view", "reshape", "contiguous"}
 _METADATA_METHODS = {"size", "dim"}
 _METADATA_ATTRS = {"shape", "ndim", "device"}
+
+
+_POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
+
+
+def _is_2x2(pool: dict[str, Any]) -> bool:
+    """Whether max pooling arguments mean a 2x2 window with stride 2, no padding, dilation or ceil mode."""
+    def pair(v: Any) -> tuple[Any, ...]:
+        return (v, v) if isinstance(v, int) else tuple(v) * (2 if len(tuple(v)) == 1 else 1)
+
+    stride = pool.get("stride")
+    return (pair(pool["kernel_size"]) == (2, 2) and (stride in (None, []) or pair(stride) == (2, 2))
+            and pair(pool.get("padding", 0)) == (0, 0) and pair(pool.get("dilation", 1)) == (1, 1)
+            and not pool.get("ceil_mode", False))  # fmt: skip
 
 
 class _Tracer(fx.Tracer):
@@ -74,12 +89,13 @@ class _Pending:
 
 
 class _Lowering:
-    def __init__(self, root: nn.Module, traced: fx.Graph) -> None:
+    def __init__(self, root: nn.Module, traced: fx.Graph, native: Any) -> None:
         self.root, self.src = root, traced
         self.g = fx.Graph()
         self.env: dict[fx.Node, Any] = {}  # source node -> fx.Node (float or other value), _Q or _Pending
         self.attrs: dict[str, fx.Node] = {}
         self.floats: dict[int, fx.Node] = {}  # id of an env value (kept alive by env) -> its float node
+        self.native = native  # the fused uint8 kernels (kernels.py), or None: PyTorch ops
 
     # Values ----------------------------------------------------------------------------------
     def module_node(self, target: str) -> fx.Node:
@@ -146,7 +162,16 @@ class _Lowering:
         return self.g.node_copy(n, lambda x: self.as_float(self.env[x]))
 
     def layer(self, n: fx.Node, mod: QConv2d | QLinear) -> Any:
-        qx, s, zp = self.integers(self.env[n.args[0]], mod)  # type: ignore[index]
+        v = self.env[n.args[0]]  # type: ignore[index]
+        if (self.native is not None and isinstance(mod, QConv2d) and mod.columns_as_channels
+                and mod.fuse in ("none", "relu") and not isinstance(v, _Q)):  # fmt: skip
+            # Float input of a one-channel convolution: quantized and unfolded in one pass.
+            s, zp = mod.activation_qparams(0)
+            args = (self.as_float(v), s, zp, mod.act_levels, mod.kernel_size[1], mod.padding[1], mod.stride[1])
+            u = self.g.call_function(kernels.quantize_unfold, args)
+            y = self.g.call_method("integer_forward", (self.module_node(str(n.target)), u, s, zp), {"unfolded": True})
+            return y if mod.out_float else _Q(y, *mod.activation_qparams(1))
+        qx, s, zp = self.integers(v, mod)
         if isinstance(mod, QConv2d) and mod.fuse in ("add", "add_relu"):
             return _Pending(mod, str(n.target), qx, s, zp)
         y = self.g.call_method("integer_forward", (self.module_node(str(n.target)), qx, s, zp))
@@ -189,13 +214,17 @@ class _Lowering:
             n.op == "call_method" and n.target in ("relu", "relu_")
         ):
             return _Q(g.call_function(relu_uint8, (x.node, x.zp)), x.scale, x.zp) if x.zp else x
+        pool: dict[str, Any] | None = None
         if isinstance(mod, nn.MaxPool2d) and not mod.return_indices:
-            args = (x.node, mod.kernel_size, mod.stride, mod.padding, mod.dilation, mod.ceil_mode)
-            return _Q(g.call_function(max_pool2d_uint8, args), x.scale, x.zp)
-        if n.op == "call_function" and n.target in (F.max_pool2d, torch.max_pool2d):
+            pool = {k: getattr(mod, k) for k in _POOL_ARGS}
+        elif n.op == "call_function" and n.target in (F.max_pool2d, torch.max_pool2d):
             if kwargs.pop("return_indices", False) or len(rest) >= 6 and rest[5]:
                 return None
-            return _Q(g.call_function(max_pool2d_uint8, (x.node, *rest[:5]), kwargs), x.scale, x.zp)
+            pool = {**dict(zip(_POOL_ARGS, rest[:5], strict=False)), **kwargs}  # fewer args: defaults
+        if pool is not None:
+            if self.native is not None and _is_2x2(pool):
+                return _Q(g.call_function(kernels.max_pool2x2, (x.node,)), x.scale, x.zp)
+            return _Q(g.call_function(max_pool2d_uint8, (x.node,), pool), x.scale, x.zp)
         if isinstance(mod, nn.AdaptiveAvgPool2d):
             return _Q(g.call_function(adaptive_avg_pool2d_uint8, (x.node, mod.output_size)), x.scale, x.zp)
         if n.op == "call_function" and n.target is F.adaptive_avg_pool2d:
@@ -219,13 +248,15 @@ class _Lowering:
         return None
 
 
-def lower_static(model: nn.Module) -> fx.GraphModule:
+def lower_static(model: nn.Module, *, native: bool = True) -> fx.GraphModule:
     """A copy of a statically quantized model as one flat graph of integer kernel calls.
 
     Outputs are identical to ``model``'s (the same kernels run on the same integers). The copy is
     a snapshot: its quantization parameters are constants of the graph, so lower again after
-    changing the model. Raises :class:`CompatibilityError` when the model has no static INT8
-    layers or its forward cannot be traced by torch.fx.
+    changing the model. ``native``: use the fused uint8 kernels of ``torchslim.quantization.kernels``
+    (compiled on first use, once per machine) where they apply; without a C++ compiler, or with
+    ``native=False``, the same steps run as PyTorch ops. Raises :class:`CompatibilityError` when
+    the model has no static INT8 layers or its forward cannot be traced by torch.fx.
     """
     if not any(isinstance(m, (QConv2d, QLinear)) for m in model.modules()):
         raise CompatibilityError("lower_static takes a model quantized with StaticInt8Config or QATConfig; "
@@ -241,7 +272,7 @@ def lower_static(model: nn.Module) -> fx.GraphModule:
     for m in root.modules():
         if isinstance(m, (QConv2d, QLinear)):
             m.frozen = True
-    graph = _Lowering(root, traced).run()
+    graph = _Lowering(root, traced, None if not native else kernels.load()).run()
     gm = fx.GraphModule(root, graph, class_name=f"Lowered{type(model).__name__}")
     gm.graph.eliminate_dead_code()  # dequantizations made for an op that then ran on integers
     gm.recompile()

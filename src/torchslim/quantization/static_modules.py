@@ -442,7 +442,9 @@ class QConv2d(_StaticBase):
         """Whether the kernel's columns run as input channels (one-channel inputs, see :func:`unfold_columns`)."""
         return self.in_channels == 1 and self.groups == 1 and self.kernel_size[1] > 1 and self.dilation[1] == 1
 
-    def _operand(self, qx: torch.Tensor, xz: int) -> torch.Tensor:
+    def _operand(self, qx: torch.Tensor, xz: int, unfolded: bool = False) -> torch.Tensor:
+        if unfolded:
+            return qx
         if self.columns_as_channels:
             return unfold_columns(qx, self.kernel_size[1], self.padding[1], self.stride[1], xz)
         return _channels_last(qx)
@@ -454,13 +456,15 @@ class QConv2d(_StaticBase):
         y = self.integer_forward(qx, xs, xz)
         return y if self.out_float else QTensor(y, *self.activation_qparams(1))
 
-    def integer_forward(self, qx: torch.Tensor, xs: float, xz: int, *, out_float: bool | None = None) -> torch.Tensor:
+    def integer_forward(self, qx: torch.Tensor, xs: float, xz: int, *, out_float: bool | None = None,
+                        unfolded: bool = False) -> torch.Tensor:  # fmt: skip
         """The convolution of uint8 ``qx`` (standing for ``(qx - xz) * xs``), without the fused add.
 
         Returns uint8 at the layer's output quantization, or float32 when ``out_float``
-        (default: the layer's own setting).
+        (default: the layer's own setting). ``unfolded``: ``qx`` already holds the kernel's
+        columns as channels (:func:`unfold_columns`).
         """
-        qx = self._operand(qx, xz)
+        qx = self._operand(qx, xz, unfolded)
         b = self._bound_for(qx, xs, xz)
         if self.out_float if out_float is None else out_float:
             y = torch.ops.onednn.qconv_pointwise(
