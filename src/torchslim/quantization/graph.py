@@ -123,7 +123,7 @@ class Plan:
         return self.layers[lp.other_from].out_node if lp.other_from else lp.other_node
 
 
-def _mod(gm: fx.GraphModule, node: fx.Node) -> nn.Module | None:
+def _mod(gm: nn.Module, node: fx.Node) -> nn.Module | None:
     return gm.get_submodule(node.target) if node.op == "call_module" else None  # type: ignore[arg-type]
 
 
@@ -132,7 +132,8 @@ def _is_identity(gm: fx.GraphModule, n: fx.Node) -> bool:
     return isinstance(m, (nn.Identity, nn.Dropout))
 
 
-def _is_relu(gm: fx.GraphModule, n: fx.Node) -> bool:
+def is_relu(gm: nn.Module, n: fx.Node) -> bool:
+    """Whether node ``n`` of a graph traced from ``gm`` is a ReLU (module, function or method)."""
     if n.op == "call_module":
         return isinstance(_mod(gm, n), nn.ReLU)
     if n.op == "call_function":
@@ -140,7 +141,8 @@ def _is_relu(gm: fx.GraphModule, n: fx.Node) -> bool:
     return n.op == "call_method" and n.target in ("relu", "relu_")
 
 
-def _is_add(n: fx.Node) -> bool:
+def is_add(n: fx.Node) -> bool:
+    """Whether ``n`` adds exactly two operands (``+``, ``torch.add`` or ``Tensor.add``, no alpha)."""
     if n.op == "call_function" and n.target in _ADD_FUNCS:
         return len(n.args) == 2 and not n.kwargs
     return n.op == "call_method" and n.target in ("add", "add_", "__add__") and len(n.args) == 2 and not n.kwargs
@@ -185,9 +187,9 @@ def make_plan(gm: fx.GraphModule, layers: Iterable[str]) -> Plan:
         nxt = _single_next(out)
         while nxt is not None and _is_identity(gm, nxt):
             out, nxt = nxt, _single_next(nxt)
-        if nxt is not None and _is_relu(gm, nxt):
+        if nxt is not None and is_relu(gm, nxt):
             lp.fuse, out = "relu", nxt
-        elif nxt is not None and isinstance(m, nn.Conv2d) and _is_add(nxt) and nxt not in claimed:
+        elif nxt is not None and isinstance(m, nn.Conv2d) and is_add(nxt) and nxt not in claimed:
             # The first operand computed fuses the add; the other one arrives as its accumulator.
             other = nxt.args[1] if nxt.args[0] is out else nxt.args[0]
             if isinstance(other, fx.Node) and other is not out:
@@ -196,7 +198,7 @@ def make_plan(gm: fx.GraphModule, layers: Iterable[str]) -> Plan:
                 after = _single_next(out)
                 while after is not None and _is_identity(gm, after):
                     out, after = after, _single_next(after)
-                if after is not None and _is_relu(gm, after):
+                if after is not None and is_relu(gm, after):
                     lp.fuse, out = "add_relu", after
         lp.out_node = out.name
         plan.layers[lp.name] = lp

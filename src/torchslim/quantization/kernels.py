@@ -5,7 +5,8 @@ passes over memory: quantizing the float input (five elementwise ops), unfolding
 image's kernel columns into channels (one copy per column), and 2x2 max pooling of NHWC integers
 (two ``torch.maximum`` passes). PyTorch has no single op for any of them on plain ``uint8``
 tensors (its fused quantize and quantized pooling need the deprecated quantized tensor types), and
-Inductor's generated code for them ran slower than eager here. Each kernel below is one pass.
+Inductor's generated uint8 code for them was not faster than eager on this project's CPUs (a
+scratch trial, not a benchmark). Each kernel below is one pass.
 
 The kernels are built with ``torch.utils.cpp_extension.load_inline`` (a C++ compiler and ninja
 needed; the build is cached per machine) by :func:`load`, which :func:`~torchslim.quantization.

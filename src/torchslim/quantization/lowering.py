@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import builtins
 import copy
-import operator
 from typing import Any
 
 import torch
@@ -30,6 +29,7 @@ import torch.nn.functional as F
 
 from torchslim.errors import CompatibilityError
 from torchslim.quantization import kernels
+from torchslim.quantization.graph import is_add, is_relu
 from torchslim.quantization.static_modules import (
     QConv2d,
     QLinear,
@@ -41,8 +41,6 @@ from torchslim.quantization.static_modules import (
     relu_uint8,
 )  # fmt: skip
 
-_RELU_FUNCS = {F.relu, torch.relu, torch.relu_, F.relu_}
-_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
 # Ops that move or relabel integers without changing their values or quantization.
 _RESHAPE_METHODS = {"flatten", "view", "reshape", "contiguous"}
 _METADATA_METHODS = {"size", "dim"}
@@ -147,7 +145,7 @@ class _Lowering:
             return self.layer(n, mod)
         if first is not None and self.is_identity(n, mod):
             return first  # any value, a pending convolution included, passes through unchanged
-        if self.is_add(n):
+        if is_add(n):
             out = self.add(n)
             if out is not None:
                 return out
@@ -183,13 +181,6 @@ class _Lowering:
         return n.op == "call_function" and n.target is F.dropout and not n.kwargs.get("training", False) \
             and (len(n.args) < 3 or n.args[2] is False)  # fmt: skip
 
-    def is_add(self, n: fx.Node) -> bool:
-        if n.kwargs or len(n.args) != 2:
-            return False
-        return (n.op == "call_function" and n.target in _ADD_FUNCS) or (
-            n.op == "call_method" and n.target in ("add", "add_", "__add__")
-        )
-
     def add(self, n: fx.Node) -> Any:
         a, b = (self.env[x] if isinstance(x, fx.Node) else x for x in n.args)
         if isinstance(b, _Pending) and not isinstance(a, _Pending):
@@ -210,9 +201,7 @@ class _Lowering:
         """Ops that run on the integers of their first argument; None: dequantize and run in float."""
         rest, kwargs = self.arg(n.args[1:]), dict(self.arg(n.kwargs))
         g = self.g
-        if isinstance(mod, nn.ReLU) or (n.op == "call_function" and n.target in _RELU_FUNCS) or (
-            n.op == "call_method" and n.target in ("relu", "relu_")
-        ):
+        if is_relu(self.root, n) or n.target is F.relu_:  # F.relu_ is not fused by the plan, but is a ReLU
             return _Q(g.call_function(relu_uint8, (x.node, x.zp)), x.scale, x.zp) if x.zp else x
         pool: dict[str, Any] | None = None
         if isinstance(mod, nn.MaxPool2d) and not mod.return_indices:

@@ -291,8 +291,8 @@ def compile_int8(model: nn.Module, *, attention: str | None = "eager", **options
     Static INT8 models (``StaticInt8Config``, QAT's integer model) are lowered to one flat torch.fx
     graph of integer kernel calls (:func:`~torchslim.quantization.lowering.lower_static`): same
     kernels and outputs, without the per-op Python dispatch of the eager model, and with one-pass
-    C++ kernels for the input quantization and 2x2 max pooling (built once per machine with the
-    system's C++ compiler, about a minute; without one, PyTorch ops). ``attention`` and
+    C++ kernels for the input quantization and 2x2 max pooling (built on first use, once per
+    machine, with the system's C++ compiler; without one, PyTorch ops). ``attention`` and
     ``options`` apply to the other models only.
 
     Other models (dynamic INT8 layers, the transformers' INT8 encoder) get ``torch.compile``:

@@ -159,9 +159,8 @@ def unfold_columns(qx: torch.Tensor, kw: int, pw: int, sw: int, zp: int) -> torc
     A ``kh x kw`` convolution over one channel equals a ``kh x 1`` convolution over these ``kw``
     channels. Written here because oneDNN's AVX2 int8 convolution pads the input channels to a
     multiple of 4, so a one-channel 5x5 kernel computes 100 products per output of which 25
-    count; over 5 column channels (padded to 8) it computes 40. In scratch timings of LeNet-5's
-    first layer the unfolded form, its copy included, ran faster than the direct one;
-    ``make bench-quantization`` times the whole model.
+    count; over 5 column channels (padded to 8) it computes 40, at the cost of the copy.
+    ``make bench-quantization`` times the models that use it (LeNet-5, ResNet-20).
     """
     n, c, h, w = qx.shape
     x = qx.reshape(n, h, w)
