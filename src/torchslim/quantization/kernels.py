@@ -6,7 +6,9 @@ image's kernel columns into channels (one copy per column), and 2x2 max pooling 
 (two ``torch.maximum`` passes). PyTorch has no single op for any of them on plain ``uint8``
 tensors (its fused quantize and quantized pooling need the deprecated quantized tensor types), and
 Inductor's generated uint8 code for them was not faster than eager on this project's CPUs (a
-scratch trial, not a benchmark). Each kernel below is one pass.
+scratch trial, not a benchmark). Each kernel below is one pass, split over PyTorch's threads
+(built with OpenMP when PyTorch is; without it ``at::parallel_for`` runs on one thread), with
+inner loops the compiler vectorizes.
 
 The kernels are built with ``torch.utils.cpp_extension.load_inline`` (a C++ compiler and ninja
 needed; the build is cached per machine) by :func:`load`, which :func:`~torchslim.quantization.
@@ -27,11 +29,38 @@ _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
-#include <cmath>
+#include <cstring>
 #include <vector>
 
-// q = clamp(nearbyint(x * (1 / scale)) + zp, 0, levels), as quantize_tensor (round half to even),
-// written unfolded: out[n, r, o, j] = q[n, 0, r, o * sw + j - pw] (zp where that is padding).
+// The inner loops live in plain functions with restrict pointers and value arguments: inside the
+// parallel_for lambdas (captures by reference) GCC did not vectorize them.
+
+// One image row: q = clamp(nearbyint(x * inv) + zp, 0, levels), round half to even. x * inv is first
+// clamped to [-zp - 1, levels - zp + 1] (the final clamp then gives the same q), and
+// (v + 1.5 * 2^23) - 1.5 * 2^23 rounds it half to even in IEEE float, exact for |v| < 2^22; unlike
+// std::nearbyint (a libm call without SSE4.1) this vectorizes.
+static void quantize_row(const float* __restrict__ s, uint8_t* __restrict__ q, int64_t w, float inv, float fzp,
+                         float hi) {
+  const float vlo = -fzp - 1.0f, vhi = hi - fzp + 1.0f, magic = 12582912.0f;
+  for (int64_t c = 0; c < w; ++c) {
+    const float v = (std::min(std::max(s[c] * inv, vlo), vhi) + magic) - magic + fzp;
+    q[c] = static_cast<uint8_t>(std::min(std::max(v, 0.0f), hi));
+  }
+}
+
+// out[o * kw + j] = row[o * sw + j]; row holds at least 8 readable bytes from every window start.
+static void unfold_row(const uint8_t* __restrict__ row, uint8_t* __restrict__ d, int64_t wo, int64_t kw, int64_t sw) {
+  int64_t o = 0;
+  if (kw <= 8) {
+    for (; o * kw + 8 <= wo * kw; ++o) {  // 8-byte windows; the next output overwrites the spill
+      uint64_t win;
+      std::memcpy(&win, row + o * sw, 8);
+      std::memcpy(d + o * kw, &win, 8);
+    }
+  }
+  for (; o < wo; ++o) std::memcpy(d + o * kw, row + o * sw, kw);
+}
+
 torch::Tensor quantize_unfold(torch::Tensor x, double scale, int64_t zp, int64_t levels, int64_t kw, int64_t pw,
                               int64_t sw) {
   TORCH_CHECK(x.dim() == 4 && x.size(1) == 1 && x.scalar_type() == at::kFloat, "quantize_unfold: float [n, 1, h, w]");
@@ -43,22 +72,22 @@ torch::Tensor quantize_unfold(torch::Tensor x, double scale, int64_t zp, int64_t
   const float* src = x.data_ptr<float>();
   uint8_t* dst = out.data_ptr<uint8_t>();
   at::parallel_for(0, n * h, 64, [&](int64_t begin, int64_t end) {
-    std::vector<uint8_t> row(w + 2 * pw, static_cast<uint8_t>(zp));
+    std::vector<uint8_t> row(w + 2 * pw + 8, static_cast<uint8_t>(zp));  // padding, then 8 bytes of slack
     for (int64_t r = begin; r < end; ++r) {
-      const float* s = src + r * w;
-      for (int64_t c = 0; c < w; ++c) {
-        const float v = std::nearbyint(s[c] * inv) + fzp;
-        row[c + pw] = static_cast<uint8_t>(std::min(std::max(v, 0.0f), hi));
-      }
-      uint8_t* d = dst + r * wo * kw;
-      for (int64_t o = 0; o < wo; ++o)
-        for (int64_t j = 0; j < kw; ++j) d[o * kw + j] = row[o * sw + j];
+      quantize_row(src + r * w, row.data() + pw, w, inv, fzp, hi);
+      unfold_row(row.data(), dst + r * wo * kw, wo, kw, sw);
     }
   });
   return out.permute({0, 3, 1, 2});
 }
 
-// 2x2 max pooling, stride 2, of a channels-last uint8 tensor (odd rows / columns dropped, as floor mode).
+// One output row of 2x2 max pooling over channels-last rows r0, r1 of c channels.
+static void pool_row(const uint8_t* __restrict__ r0, const uint8_t* __restrict__ r1, uint8_t* __restrict__ d,
+                     int64_t wo, int64_t c) {
+  for (int64_t j = 0; j < wo; ++j, r0 += 2 * c, r1 += 2 * c, d += c)
+    for (int64_t k = 0; k < c; ++k) d[k] = std::max(std::max(r0[k], r0[k + c]), std::max(r1[k], r1[k + c]));
+}
+
 torch::Tensor max_pool2x2_nhwc(torch::Tensor y) {
   TORCH_CHECK(y.dim() == 4 && y.scalar_type() == at::kByte && y.is_contiguous(at::MemoryFormat::ChannelsLast),
               "max_pool2x2_nhwc: channels-last uint8 [n, c, h, w]");
@@ -69,13 +98,7 @@ torch::Tensor max_pool2x2_nhwc(torch::Tensor y) {
   at::parallel_for(0, n * ho, 16, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       const uint8_t* r0 = src + ((r / ho) * h + 2 * (r % ho)) * w * c;
-      const uint8_t* r1 = r0 + w * c;
-      uint8_t* d = dst + r * wo * c;
-      for (int64_t j = 0; j < wo; ++j) {
-        const uint8_t* a = r0 + 2 * j * c;
-        const uint8_t* b = r1 + 2 * j * c;
-        for (int64_t k = 0; k < c; ++k) d[j * c + k] = std::max(std::max(a[k], a[k + c]), std::max(b[k], b[k + c]));
-      }
+      pool_row(r0, r0 + w * c, dst + r * wo * c, wo, c);
     }
   });
   return out;
@@ -95,9 +118,12 @@ def load() -> Any:
             try:
                 from torch.utils.cpp_extension import load_inline
 
+                # at::parallel_for splits work over threads only when compiled with OpenMP, as
+                # PyTorch itself is; without the flag both kernels run on one thread.
+                omp = ["-fopenmp"] if torch.backends.openmp.is_available() else []
                 _state["module"] = load_inline(
                     name="torchslim_uint8_kernels", cpp_sources=_SOURCE,
-                    functions=["quantize_unfold", "max_pool2x2_nhwc"], extra_cflags=["-O3"],
+                    functions=["quantize_unfold", "max_pool2x2_nhwc"], extra_cflags=["-O3", *omp], extra_ldflags=omp,
                 )  # fmt: skip
             except Exception as exc:  # no compiler, no ninja, a failed build: all mean "use PyTorch ops"
                 _state["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200] if str(exc).strip() else ''}"
