@@ -27,6 +27,21 @@ def test_eval_json_has_the_figures(tmp_path: Path, capsys):
     assert res["latency_ms_b1"] > 0 and res["latency_ms_b64"] > res["latency_ms_b1"]
 
 
+def test_bench_times_a_static_int8_checkpoint_as_its_lowering(tmp_path: Path, capsys):
+    from torchslim.data import load_dataset
+    from torchslim.quantization import StaticInt8Config, quantize
+
+    q, _ = quantize(create_model("lenet5"), StaticInt8Config(), calib_data=load_dataset("digits", "train").subset(32))
+    ck = save_checkpoint(q, tmp_path / "q.safetensors", architecture="lenet5")
+    fp = save_checkpoint(create_model("lenet5"), tmp_path / "m.safetensors", architecture="lenet5")
+    rc, out, _ = run(capsys, "bench", str(ck), "--compare", str(fp), "--batch", "2", "--runs", "3", "--warmup", "1",
+                     "--json", str(tmp_path / "b.json"))  # fmt: skip
+    res = json.loads((tmp_path / "b.json").read_text())
+    assert rc == 0 and "as compile_int8 vs" in out and "as eager" in out
+    assert res["runtime"] == "compile_int8" and res["compare_runtime"] == "eager"
+    assert len(res["rows"]) == 1 and res["rows"][0]["a"]["runs"] == 3 and res["rows"][0]["speedup_b_over_a"] > 0
+
+
 def test_models_lists_counts(capsys):
     rc, out, _ = run(capsys, "models", "--family", "lenet")
     assert rc == 0 and "266,610" in out and "431,080" in out

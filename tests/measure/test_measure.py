@@ -8,6 +8,7 @@ from torchslim.measure import (
     embedding_fidelity,
     evaluate,
     sparsity,
+    timed_runtime,
 )
 from torchslim.models import create_model
 
@@ -46,6 +47,32 @@ def test_evaluate_reports_every_figure():
     for k in ("accuracy", "params", "nonzero_params", "size_bytes", "macs", "latency_ms_b1", "latency_ms_b64", "peak_rss_mb"):
         assert k in r
     assert r["params"] == 431_080 and 1_700_000 < r["size_bytes"] < 1_760_000
+    assert r["latency_runtime"] == "eager"
+
+
+def test_static_int8_models_are_timed_as_their_compile_int8_lowering():
+    from torchslim.data import load_dataset
+    from torchslim.quantization import QLinear, StaticInt8Config, quantize
+
+    m = create_model("lenet5").eval()
+    q, _ = quantize(m, StaticInt8Config(), calib_data=load_dataset("digits", "train").subset(64))
+    runtime, name = timed_runtime(q)
+    x = load_dataset("digits", "test").images[:8]
+    assert name == "compile_int8" and isinstance(runtime, torch.fx.GraphModule)
+    with torch.inference_mode():
+        assert torch.equal(runtime(x), q(x))  # same outputs: accuracy measured eagerly holds for it
+    assert timed_runtime(m) == (m, "eager")
+
+    class Branchy(nn.Module):  # a static layer behind a data-dependent branch: torch.fx cannot trace it
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = QLinear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+    b = Branchy()
+    assert timed_runtime(b) == (b, "eager")
 
 
 def test_peak_rss_of_a_child_process_is_its_own():

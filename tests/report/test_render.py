@@ -7,10 +7,11 @@ from torchslim.errors import DataError
 from torchslim.report import render_report
 
 
-def _stage(name, acc, size, sparsity, bits):
+def _stage(name, acc, size, sparsity, bits, runtime="eager"):
     layers = [{"name": n, "type": "Linear", "numel": 1000, "sparsity": sparsity, "bits": bits} for n in ("fc1", "fc2")]
     return {"name": name, "type": None if name == "baseline" else name, "accuracy": acc, "size_bytes": size,
-            "compression_ratio": 100000 / size, "latency_ms_b1": 0.1, "latency_ms_b64": 1.5, "macs": 2000,
+            "compression_ratio": 100000 / size, "latency_ms_b1": 0.1, "latency_ms_b64": 1.5,
+            "latency_runtime": runtime, "macs": 2000,
             "sparsity": sparsity, "wall_s": 1.0, "layers": layers}
 
 
@@ -19,7 +20,7 @@ def folder(tmp_path):
     data = {
         "title": "test run", "created": "now", "recipe": {"steps": []},
         "stages": [_stage("baseline", 90.0, 100000, 0.0, 32.0), _stage("1. prune", 89.5, 20000, 0.9, 32.0),
-                   _stage("2. share", 89.4, 4000, 0.9, 5.0)],
+                   _stage("2. share", 89.4, 4000, 0.9, 5.0, runtime="compile_int8")],
         "histograms": {n: {"edges": [-1.0, 0.0, 1.0], "before": [500, 500], "after": [40, 60], "after_zeros": 900,
                            "after_unique": 31} for n in ("fc1", "fc2")},
         "bits_table": [{"layer": "fc1", "weights": 1000, "kept_pct": 10.0, "weight_bits": 5, "weight_bits_huffman": 3.1,
@@ -50,8 +51,10 @@ def test_html_embeds_every_figure_as_png(folder):
 def test_markdown_has_stage_layer_and_bits_tables(folder):
     render_report(folder)
     md = (folder / "report.md").read_text()
-    assert "| stage | accuracy (%) | file size (B) | compression | latency b1 (ms) | latency b64 (ms) | MACs | sparsity (%) |" in md
-    assert "| 2. share | 89.4 | 4,000 | 25.0x |" in md
+    assert ("| stage | accuracy (%) | file size (B) | compression | latency b1 (ms) | latency b64 (ms) | timed as | MACs "
+            "| sparsity (%) |") in md
+    assert "| 1. prune | 89.5 | 20,000 | 5.0x | 0.1 | 1.5 | eager |" in md
+    assert "| 2. share | 89.4 | 4,000 | 25.0x | 0.1 | 1.5 | compile_int8 |" in md
     assert "| fc1 | Linear | Linear | 1,000 | 1,000 | 0 | 0.9 | 32 | 5 |" in md
     assert "| fc1 | 1,000 | 10 | 5 | 3.1 | 4 | 2.9 |" in md
     assert "![Weight histograms before and after](figures/weight_histograms.png)" in md

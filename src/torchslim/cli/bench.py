@@ -1,7 +1,8 @@
 """``torchslim bench MODEL [--compare OTHER]``: latency and throughput at fixed threads.
 
 With ``--compare`` the two models run interleaved (a, b, a, b...) in one process and the table
-shows the speed ratio, the only speed comparison that survives a noisy shared machine.
+shows the speed ratio, the only speed comparison that survives a noisy shared machine. A static
+INT8 CNN is timed as its ``compile_int8`` lowering (``timed_runtime``); the title names the runtime.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from torchslim.cli._common import load_model_arg, print_table
     from torchslim.errors import ConfigError
     from torchslim.io import write_json
-    from torchslim.measure.latency import compare_latency, measure_latency, peak_rss_mb
+    from torchslim.measure.latency import (
+        compare_latency,
+        measure_latency,
+        peak_rss_mb,
+        timed_runtime,
+    )
     from torchslim.models import get_entry
 
     model, meta = load_model_arg(args.model)
@@ -34,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     shape = get_entry(name).input_shape if name else (1, 28, 28)
     if shape is None:
         raise ConfigError(f"{args.model} takes text; benchmark transformers with `make bench-transformers`")
-    other = load_model_arg(args.compare)[0] if args.compare else None
+    model, runtime = timed_runtime(model)
+    other, other_runtime = timed_runtime(load_model_arg(args.compare)[0]) if args.compare else (None, None)
     rows, out = [], []
     for b in args.batch:
         x = torch.randn(b, *shape)
@@ -47,11 +54,13 @@ def run(args: argparse.Namespace) -> int:
             rows.append([b, sa.median_ms, sb.median_ms, ratio])
             out.append({"batch": b, "a": sa.as_dict(), "b": sb.as_dict(), "speedup_b_over_a": ratio})
     if other is None:
-        print_table(f"{args.model} ({args.threads} threads)", ["batch", "median ms", "p10 ms", "p90 ms", "samples/s"], rows)
+        print_table(f"{args.model} as {runtime} ({args.threads} threads)", ["batch", "median ms", "p10 ms", "p90 ms",
+                                                                          "samples/s"], rows)  # fmt: skip
     else:
-        print_table(f"{args.model} vs {args.compare} ({args.threads} threads, interleaved)",
+        print_table(f"{args.model} as {runtime} vs {args.compare} as {other_runtime} ({args.threads} threads, interleaved)",
                     ["batch", "A median ms", "B median ms", "speed-up B/A"], rows)  # fmt: skip
     if args.json_out:
-        write_json(args.json_out, {"model": args.model, "compare": args.compare, "threads": args.threads,
-                                   "rows": out, "peak_rss_mb": peak_rss_mb()})  # fmt: skip
+        write_json(args.json_out, {"model": args.model, "runtime": runtime, "compare": args.compare,
+                                   "compare_runtime": other_runtime, "threads": args.threads, "rows": out,
+                                   "peak_rss_mb": peak_rss_mb()})  # fmt: skip
     return 0

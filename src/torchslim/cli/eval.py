@@ -10,6 +10,7 @@ ROWS = [
     ("accuracy", "top-1 accuracy (%)"), ("params", "parameters"), ("nonzero_params", "non-zero parameters"),
     ("sparsity", "sparsity"), ("size_bytes", "file size (bytes)"), ("macs", "MACs per sample"),
     ("latency_ms_b1", "latency batch 1 (ms, median)"), ("latency_ms_b64", "latency batch 64 (ms, median)"),
+    ("latency_runtime", "latency timed as"),
     ("throughput_b64", "throughput batch 64 (samples/s)"), ("peak_rss_mb", "peak memory (MiB)"),
 ]  # fmt: skip
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from torchslim.data.datasets import ImageData
-from torchslim.measure import accuracy, count_macs, count_params, measure_latency
+from torchslim.measure import accuracy, count_macs, count_params, measure_latency, timed_runtime
 
 HIST_BINS = 60
 
@@ -173,9 +173,10 @@ def measure_stage(
     # Integer kernels have no FLOP formula (FlopCounterMode skips them): count those layers from
     # their shapes and keep the larger figure, so MACs stay the dense-equivalent count.
     out["macs"] = max(out["macs"] or 0, layer_macs(model, example) or 0) or None
+    runtime, out["latency_runtime"] = timed_runtime(model)  # a static INT8 CNN: its compile_int8 lowering
     for b in (1, 64):
         x = test.images[:b] if len(test) >= b else test.images[:1].repeat(b, 1, 1, 1)
-        st = measure_latency(model, x, runs=latency_runs, warmup=max(2, latency_runs // 5), threads=torch.get_num_threads())
+        st = measure_latency(runtime, x, runs=latency_runs, warmup=max(2, latency_runs // 5), threads=torch.get_num_threads())
         out[f"latency_ms_b{b}"] = st.median_ms
     out["layers"] = layers
     return out

@@ -14,7 +14,7 @@ from torchslim.io import atomic_path
 STAGE_COLUMNS = [
     ("name", "stage"), ("accuracy", "accuracy (%)"), ("size_bytes", "file size (B)"),
     ("compression_ratio", "compression"), ("latency_ms_b1", "latency b1 (ms)"), ("latency_ms_b64", "latency b64 (ms)"),
-    ("macs", "MACs"), ("sparsity", "sparsity (%)"), ("wall_s", "step time (s)"),
+    ("latency_runtime", "timed as"), ("macs", "MACs"), ("sparsity", "sparsity (%)"), ("wall_s", "step time (s)"),
 ]  # fmt: skip
 BITS_COLUMNS = [
     ("layer", "layer"), ("weights", "#weights"), ("kept_pct", "weights kept (%)"), ("weight_bits", "weight bits"),
