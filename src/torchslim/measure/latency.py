@@ -77,9 +77,9 @@ def timed_runtime(model: Any) -> tuple[Callable[..., Any], str]:
     # Imported here: measurement sits below quantization in the package layout.
     from torchslim.errors import CompatibilityError
     from torchslim.quantization import compile_int8
-    from torchslim.quantization.static_modules import QConv2d, QLinear
+    from torchslim.quantization.static_modules import has_static_layers
 
-    if isinstance(model, torch.nn.Module) and any(isinstance(m, (QConv2d, QLinear)) for m in model.modules()):
+    if isinstance(model, torch.nn.Module) and has_static_layers(model):
         try:
             return compile_int8(model), "compile_int8"
         except CompatibilityError:

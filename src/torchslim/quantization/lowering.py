@@ -36,6 +36,7 @@ from torchslim.quantization.static_modules import (
     adaptive_avg_pool2d_uint8,
     avg_pool2d_uint8,
     dequantize_uint8,
+    has_static_layers,
     max_pool2d_uint8,
     quantize_tensor,
     relu_uint8,
@@ -247,7 +248,7 @@ def lower_static(model: nn.Module, *, native: bool = True) -> fx.GraphModule:
     ``native=False``, the same steps run as PyTorch ops. Raises :class:`CompatibilityError` when
     the model has no static INT8 layers or its forward cannot be traced by torch.fx.
     """
-    if not any(isinstance(m, (QConv2d, QLinear)) for m in model.modules()):
+    if not has_static_layers(model):
         raise CompatibilityError("lower_static takes a model quantized with StaticInt8Config or QATConfig; "
                                  f"{type(model).__name__} has no static INT8 layer")  # fmt: skip
     root = copy.deepcopy(model).eval()

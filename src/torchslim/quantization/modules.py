@@ -317,9 +317,9 @@ def compile_int8(model: nn.Module, *, attention: str | None = "eager", **options
     import copy
 
     from torchslim.quantization.lowering import lower_static
-    from torchslim.quantization.static_modules import QConv2d, QLinear
+    from torchslim.quantization.static_modules import has_static_layers
 
-    if any(isinstance(m, (QConv2d, QLinear)) for m in model.modules()):
+    if has_static_layers(model):
         return lower_static(model)
     model = copy.deepcopy(model).eval()
     for m in model.modules():

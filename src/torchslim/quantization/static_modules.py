@@ -394,6 +394,11 @@ class _StaticBase(nn.Module):
         return quantize_tensor(x.float(), s, zp, self.act_levels), s, zp
 
 
+def has_static_layers(model: nn.Module) -> bool:
+    """Whether ``model`` holds static INT8 layers (:class:`QConv2d`, :class:`QLinear`)."""
+    return any(isinstance(m, _StaticBase) for m in model.modules())
+
+
 class QConv2d(_StaticBase):
     """INT8 ``nn.Conv2d`` (BatchNorm folded in) with static input/output quantization.
 
