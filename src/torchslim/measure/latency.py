@@ -60,10 +60,10 @@ def _stats(times: list[float], batch: int) -> LatencyStats:
 
 
 def _batch_of(example: Any) -> int:
-    t = example if isinstance(example, torch.Tensor) else next(
-        v for v in (example.values() if isinstance(example, dict) else example) if isinstance(v, torch.Tensor)
-    )
-    return int(t.shape[0])
+    from torchslim.data.protocol import ModelInput
+
+    args = example if isinstance(example, tuple) else (example,)
+    return ModelInput(args).batch_size
 
 
 def timed_runtime(model: Any) -> tuple[Callable[..., Any], str]:

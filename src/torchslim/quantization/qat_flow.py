@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn as nn
 
+from torchslim.data.protocol import ModelInput
 from torchslim.layer_report import Report
 from torchslim.quantization.config import QATConfig
 from torchslim.quantization.graph import make_plan, trace
@@ -15,7 +15,7 @@ from torchslim.quantization.static import Precision, collect_stats, prepare_floa
 
 
 def run_qat(
-    model: nn.Module, layers: list[str], calib: torch.Tensor, config: QATConfig, prec: Precision, train_data: Any,
+    model: nn.Module, layers: list[str], calib: list[ModelInput], config: QATConfig, prec: Precision, train_data: Any,
     val_data: Any, report: Report, *, quiet: bool = True,
 ) -> nn.Module:  # fmt: skip
     from torchslim.training import fit

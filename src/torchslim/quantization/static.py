@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from torchslim.data.protocol import ModelInput, output_tensor
 from torchslim.layer_report import Report
 from torchslim.quantization.graph import (
     ObserverPoint,
@@ -79,34 +80,42 @@ def quantize_weight(w: torch.Tensor, prec: Precision) -> tuple[torch.Tensor, tor
     return q, scale
 
 
-def _batches(data: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    return [data[i : i + batch_size] for i in range(0, len(data), batch_size)]
-
-
 @torch.inference_mode()
-def collect_stats(model: nn.Module, plan: Plan, data: torch.Tensor, batch_size: int, histograms: bool) -> dict[str, ActivationStats]:
-    """Min/max (and histograms) at every planned activation over the calibration data."""
+def collect_stats(model: nn.Module, plan: Plan, data: Sequence[ModelInput], batch_size: int, histograms: bool) -> dict[str, ActivationStats]:
+    """Min/max (and histograms) at every planned activation over the calibration batches."""
     gm = trace(model)
     points = insert_points(gm, plan.observe)
     stats = {p: ActivationStats() for p in points}
     for p, mod in points.items():
         mod.stats = stats[p]  # type: ignore[union-attr]
         mod.mode = "minmax"  # type: ignore[union-attr]
-    batches = _batches(data, batch_size)
-    for b in batches:
-        gm(b)
+    for b in data:
+        b(gm)
     if histograms:
         for mod in points.values():
             mod.stats.start_histogram()  # type: ignore[union-attr]
             mod.mode = "hist"  # type: ignore[union-attr]
-        for b in batches:
-            gm(b)
+        for b in data:
+            b(gm)
     return stats
+
+
+def first_samples(data: Sequence[ModelInput], n: int) -> list[ModelInput]:
+    """The first ``n`` samples of the calibration batches."""
+    out: list[ModelInput] = []
+    total = 0
+    for b in data:
+        if total >= n:
+            break
+        take = b if total + b.batch_size <= n else b.resized(n - total)
+        out.append(take)
+        total += take.batch_size
+    return out
 
 
 @torch.inference_mode()
 def auto_ranges(
-    model: nn.Module, plan: Plan, stats: dict[str, ActivationStats], prec: Precision, data: torch.Tensor,
+    model: nn.Module, plan: Plan, stats: dict[str, ActivationStats], prec: Precision, data: Sequence[ModelInput],
     weights: dict[str, tuple[torch.Tensor, torch.Tensor]], percentile: float,
 ) -> tuple[dict[str, tuple[float, float]], dict[str, str], dict[str, dict[str, float]]]:  # fmt: skip
     """Per activation, the observer whose range minimises the error of the model's output.
@@ -114,7 +123,10 @@ def auto_ranges(
     Greedy in graph order: each point is decided with the earlier points already fake-quantized
     at their chosen ranges and the weights fake-quantized, so errors that compound are seen.
     """
-    ref = model(data)
+    refs = [output_tensor(b(model)) for b in data]
+
+    def error(run: Any) -> float:
+        return sum(float(((output_tensor(b(run)) - r) ** 2).sum()) for b, r in zip(data, refs, strict=True))
     fq = copy.deepcopy(model)
     mods = dict(fq.named_modules())
     for name, (q, s) in weights.items():
@@ -133,7 +145,7 @@ def auto_ranges(
         for o, r in cand.items():
             s, zp = prec.act_qparams(*r)
             mod.fake = (s, zp, prec.act_levels)
-            errs[o] = float(((gm(data) - ref) ** 2).mean())
+            errs[o] = error(gm)
         best = min(errs, key=lambda o: (errs[o], OBSERVERS.index(o)))
         chosen[p], names[p], errors[p] = cand[best], best, errs
         s, zp = prec.act_qparams(*cand[best])
@@ -192,7 +204,7 @@ def prepare_float(model: nn.Module, fold_bn: bool) -> tuple[nn.Module, list[tupl
 
 
 def quantize_static(
-    model: nn.Module, layers: Sequence[str], data: torch.Tensor, *, prec: Precision, observer: str,
+    model: nn.Module, layers: Sequence[str], data: Sequence[ModelInput], *, prec: Precision, observer: str,
     batch_size: int, percentile: float, auto_samples: int, report: Report, fold_bn: bool = True,
     qparams_override: dict[str, tuple[float, int]] | None = None,
     weight_override: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -211,7 +223,7 @@ def quantize_static(
         need_hist = observer in ("percentile", "mse", "kl", "auto")
         stats = collect_stats(fm, plan, data, batch_size, need_hist)
         if observer == "auto":
-            ranges, chosen_by, _ = auto_ranges(fm, plan, stats, prec, data[:auto_samples], weights, percentile)
+            ranges, chosen_by, _ = auto_ranges(fm, plan, stats, prec, first_samples(data, auto_samples), weights, percentile)
         else:
             ranges = {
                 p: st.range(observer, bits=prec.act_bits, symmetric=prec.symmetric, percentile=percentile)

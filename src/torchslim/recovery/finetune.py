@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,10 @@ import torch.nn as nn
 from pydantic import Field
 
 from torchslim.data.datasets import ImageData, load_dataset
+from torchslim.data.protocol import as_data
+from torchslim.errors import ConfigError
 from torchslim.layer_report import Report
+from torchslim.modes import kept_mode
 from torchslim.training.config import TrainConfig
 from torchslim.training.loop import Callback, TrainResult, fit
 
@@ -87,13 +91,23 @@ def finetune(
     *,
     teacher: nn.Module | None = None,
     callbacks: list[Callback] | tuple[Callback, ...] = (),
-    train_data: ImageData | None = None,
-    val_data: ImageData | None = None,
+    train_data: Any = None,
+    val_data: Any = None,
+    input_fn: Callable[[Any], Any] | None = None,
+    target_fn: Callable[[Any], Any] | None = None,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    metric: Any = "accuracy",
     run_dir: str | Path | None = None,
     resume: bool = False,
     quiet: bool = False,
 ) -> tuple[nn.Module, FinetuneResult]:
-    """Fine-tune a copy of ``model``; returns ``(new_model, result)``. ``model`` is not modified.
+    """Fine-tune a copy of ``model``; returns ``(new_model, result)``. ``model`` and ``teacher``
+    are not modified (their training modes included).
+
+    ``train_data`` / ``val_data``: any DataLoader or iterable of batches (read with ``input_fn`` /
+    ``target_fn``, see :mod:`torchslim.data.protocol`), or ``ImageData``; when both are omitted,
+    the splits of the built-in ``config.dataset``. ``loss_fn(output, target)`` replaces
+    cross-entropy; ``metric`` picks the best epoch on ``val_data``.
 
     >>> from torchslim.models import create_model
     >>> m, r = finetune(create_model("lenet300"), FinetuneConfig(dataset="digits", epochs=1, batch_size=64), quiet=True)
@@ -101,23 +115,34 @@ def finetune(
     1
     """
     config = config or FinetuneConfig()
-    train_data = train_data or load_dataset(config.dataset, "train", data_dir=config.data_dir)
-    val_data = val_data or load_dataset(config.dataset, "val", data_dir=config.data_dir)
-    student = copy.deepcopy(model)
-    cbs = list(callbacks)
-    keeper = None
-    if config.keep_sparsity:
-        keeper = KeepSparsity()
-        cbs.insert(0, keeper)
-    from torchslim.measure.size import sparsity
+    if (train_data is None) != (val_data is None):
+        raise ConfigError("pass both train_data and val_data (the best epoch is chosen on val_data), or neither")
+    if train_data is None:
+        train_data = load_dataset(config.dataset, "train", data_dir=config.data_dir)
+        val_data = load_dataset(config.dataset, "val", data_dir=config.data_dir)
+    if not isinstance(train_data, ImageData) or input_fn or target_fn:
+        train_data = as_data(train_data, input_fn=input_fn, target_fn=target_fn)
+        train_data.check(model, "train_data")
+    if not isinstance(val_data, ImageData) or input_fn or target_fn:
+        val_data = as_data(val_data, input_fn=input_fn, target_fn=target_fn)
+        val_data.check(model, "val_data")
+    with kept_mode(teacher):
+        student = copy.deepcopy(model)
+        cbs = list(callbacks)
+        keeper = None
+        if config.keep_sparsity:
+            keeper = KeepSparsity()
+            cbs.insert(0, keeper)
+        from torchslim.measure.size import sparsity
 
-    before = sparsity(student)
-    result = fit(student, config, train_data, val_data, teacher=teacher, callbacks=cbs, run_dir=run_dir,
-                 resume=resume, quiet=quiet, fingerprint_extra={"verb": "finetune"})  # fmt: skip
+        before = sparsity(student)
+        result = fit(student, config, train_data, val_data, teacher=teacher, callbacks=cbs, run_dir=run_dir,
+                     resume=resume, quiet=quiet, fingerprint_extra={"verb": "finetune"}, loss_fn=loss_fn, metric=metric)  # fmt: skip
     report = Report("finetune", "distill" if teacher is not None and config.distill else "finetune")
     report.summary = {
-        "epochs_run": result.epochs_run, "steps": result.steps, "best_val_accuracy": result.best_val_accuracy,
-        "best_epoch": result.best_epoch, "wall_s": result.wall_s, "world_size": result.world_size,
-        "sparsity_before": before, "sparsity_after": sparsity(student), "stopped_early": result.stopped_early,
+        "epochs_run": result.epochs_run, "steps": result.steps, "best_val_metric": result.best_val_accuracy,
+        "best_val_accuracy": result.best_val_accuracy, "best_epoch": result.best_epoch, "wall_s": result.wall_s,
+        "world_size": result.world_size, "sparsity_before": before, "sparsity_after": sparsity(student),
+        "stopped_early": result.stopped_early,
     }  # fmt: skip
     return student, FinetuneResult(result, report, result.history)

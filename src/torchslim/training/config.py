@@ -12,6 +12,9 @@ class DistillConfig(BaseModel):
 
     loss = (1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))
            + feature_weight * sum MSE(student[layer], teacher[layer]) over ``features``.
+
+    With ``loss="mse"`` the second term is ``alpha * MSE(s, t)`` on the raw outputs (for models
+    whose output is not class logits).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -19,6 +22,7 @@ class DistillConfig(BaseModel):
     alpha: float = Field(0.7, ge=0, le=1)
     features: list[str] = Field(default_factory=list, description="layer names matched between student and teacher")
     feature_weight: float = Field(1.0, ge=0)
+    loss: Literal["kl", "mse"] = Field("kl", description="kl: softened class probabilities; mse: raw outputs (embeddings, regression)")
 
 
 class TrainConfig(BaseModel):

@@ -21,7 +21,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,9 +33,18 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from torch.utils.data.distributed import DistributedSampler
 
 from torchslim.data.datasets import ImageData, augment, make_loader
-from torchslim.errors import CheckpointError, ConfigError, TargetError, TrainingError, suggest
+from torchslim.data.protocol import ModelInput, as_data, output_tensor
+from torchslim.errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    TargetError,
+    TrainingError,
+    suggest,
+)
 from torchslim.io import atomic_path
 from torchslim.training.config import TrainConfig
 
@@ -209,12 +218,55 @@ def _restore(
         cb.load_state_dict(meta["callbacks"].get(cb.name, {}))
 
 
+def _epoch_batches(
+    data: Any, config: TrainConfig, per_rank: int, epoch: int, world: int, rank: int
+) -> Iterator[tuple[ModelInput, Any]]:
+    """One epoch of ``(model input, target)`` pairs from either kind of training data."""
+    if isinstance(data, ImageData):
+        loader = make_loader(data, per_rank, shuffle=True, seed=config.seed, epoch=epoch, drop_last=True, world_size=world, rank=rank)
+        for x, y in loader:
+            yield ModelInput((x,)), y
+        return
+    sampler = getattr(data.source, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    for batch in data:
+        yield data.inputs(batch), data.target(batch)
+
+
+def _task_loss(out: Any, y: Any, config: TrainConfig, loss_fn: Callable[[Any, Any], torch.Tensor] | None) -> torch.Tensor:
+    if loss_fn is not None:
+        loss = loss_fn(out, y)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ConfigError(f"loss_fn must return a scalar tensor, got {type(loss).__name__} "
+                              f"{tuple(loss.shape) if isinstance(loss, torch.Tensor) else ''}")  # fmt: skip
+        return loss.reshape(())
+    own = out.get("loss") if isinstance(out, dict) else getattr(out, "loss", None)
+    if y is None:
+        if isinstance(own, torch.Tensor):
+            return own
+        raise DataError("the training batches have no targets; pass loss_fn=lambda output, target: <scalar loss> "
+                        "or target_fn")  # fmt: skip
+    return F.cross_entropy(output_tensor(out), y, label_smoothing=config.label_smoothing)
+
+
+def _correct(raw: Any, y: Any) -> float:
+    """Correct top-1 predictions in the batch, when the output is class logits (else 0)."""
+    try:
+        out = output_tensor(raw)
+    except DataError:
+        return 0.0
+    if isinstance(y, torch.Tensor) and y.dim() == 1 and out.dim() == 2 and len(out) == len(y) and not y.is_floating_point():
+        return float((out.detach().argmax(1) == y).sum())
+    return 0.0
+
+
 # ----------------------------------------------------------------------------- the loop
 def fit(
     model: nn.Module,
     config: TrainConfig,
-    train_data: ImageData,
-    val_data: ImageData,
+    train_data: Any,
+    val_data: Any,
     *,
     teacher: nn.Module | None = None,
     callbacks: Sequence[Callback] = (),
@@ -222,12 +274,39 @@ def fit(
     resume: bool = False,
     quiet: bool = False,
     fingerprint_extra: dict[str, Any] | None = None,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    metric: Any = "accuracy",
 ) -> TrainResult:
     """Train ``model`` in place; at the end it holds the weights of the best validation epoch.
 
+    ``train_data`` / ``val_data``: an ``ImageData`` (shuffled here, augmented when
+    ``config.augment``) or any data of :mod:`torchslim.data.protocol` (a DataLoader, a
+    :class:`~torchslim.data.protocol.Data` with ``input_fn`` / ``target_fn``), iterated as given
+    each epoch (a ``DistributedSampler`` is told the epoch). ``loss_fn(output, target)`` replaces
+    cross-entropy; ``metric`` (see :mod:`torchslim.measure.metrics`) picks the best epoch on
+    ``val_data``; ``best_val_accuracy`` holds its value.
+
     ``run_dir`` receives ``last.safetensors`` (resumable state) and ``best.safetensors``.
     """
+    from torchslim.measure.metrics import check_metric, compute_metric, higher_is_better
+
     rank, world = init_distributed()
+    tensors_path = isinstance(train_data, ImageData)
+    if not tensors_path:
+        train_data = as_data(train_data)
+        if world > 1 and not isinstance(getattr(train_data.source, "sampler", None), DistributedSampler):
+            raise ConfigError(
+                "under torchrun, pass a DataLoader whose sampler is a torch.utils.data.DistributedSampler "
+                "(each rank must read its own shard)"
+            )
+    if not isinstance(val_data, ImageData):
+        val_data = as_data(val_data)
+    if len(val_data) == 0:
+        raise DataError("the validation data is empty; pass at least one batch")
+    check_metric(metric, None)
+    better = higher_is_better(metric)
+    if tensors_path and len(train_data) == 0:
+        raise DataError("the training data is empty; pass at least one batch")
     if config.batch_size % world:
         raise ConfigError(
             f"global batch_size {config.batch_size} is not divisible by the world size {world}; "
@@ -243,10 +322,15 @@ def fit(
     ddp_model: nn.Module = model
     if world > 1:
         ddp_model = nn.parallel.DistributedDataParallel(model)
-    probe_loader = make_loader(train_data, per_rank, shuffle=True, seed=config.seed, drop_last=True, world_size=world, rank=rank)
-    steps_per_epoch = len(probe_loader)
-    if steps_per_epoch == 0:
-        raise ConfigError(f"batch_size {config.batch_size} exceeds the {len(train_data)} training samples")
+    if tensors_path:
+        probe_loader = make_loader(train_data, per_rank, shuffle=True, seed=config.seed, drop_last=True, world_size=world, rank=rank)
+        steps_per_epoch = len(probe_loader)
+        if steps_per_epoch == 0:
+            raise ConfigError(f"batch_size {config.batch_size} exceeds the {len(train_data)} training samples")
+    else:
+        steps_per_epoch = len(train_data)
+        if steps_per_epoch == 0:
+            raise DataError("the training data has no batches; pass a non-empty DataLoader")
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
@@ -256,8 +340,8 @@ def fit(
         # alone (the caller's model: flipping them would freeze every later copy of it).
         teacher.eval()
         with torch.no_grad():
-            xs = train_data.images[:2]
-            so, to = core.eval()(xs), teacher(xs)
+            xs = ModelInput((train_data.images[:2],)) if tensors_path else train_data.bind(core).inputs(train_data.first())
+            so, to = output_tensor(xs(core.eval())), output_tensor(xs(teacher))
         core.train()
         if so.shape != to.shape:
             raise ConfigError(
@@ -321,29 +405,32 @@ def fit(
         for epoch in range(start_epoch, config.epochs):
             if step >= total_steps:
                 break
-            loader = make_loader(
-                train_data, per_rank, shuffle=True, seed=config.seed, epoch=epoch, drop_last=True, world_size=world, rank=rank
-            )
             task = progress.start_epoch(epoch, config.epochs, steps_per_epoch, completed=skip)
             run_loss = run_correct = run_n = 0.0
-            for i, (x, y) in enumerate(loader):
+            for i, (inp, y) in enumerate(_epoch_batches(train_data, config, per_rank, epoch, world, rank)):
                 if i < skip:
                     continue
                 if step >= total_steps:
                     break
-                if config.augment:
+                if tensors_path and config.augment:
                     g = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 7919)
-                    x = augment(x, g, world_size=world, rank=rank)
+                    inp = ModelInput((augment(inp.args[0], g, world_size=world, rank=rank),))
                 for group in opt.param_groups:
                     group["lr"] = lr_at(config, step, steps_per_epoch)
-                out = ddp_model(x)
-                loss = F.cross_entropy(out, y, label_smoothing=config.label_smoothing)
+                raw = inp(ddp_model)
+                loss = _task_loss(raw, y, config, loss_fn)
                 if distill is not None:
                     with torch.no_grad():
-                        t_out = teacher(x)  # type: ignore[misc]
-                    T = distill.temperature
-                    kd = F.kl_div(F.log_softmax(out / T, 1), F.log_softmax(t_out / T, 1), log_target=True, reduction="batchmean")
-                    loss = (1 - distill.alpha) * loss + distill.alpha * T * T * kd
+                        t_out = output_tensor(inp(teacher))
+                    s_out = output_tensor(raw)
+                    if distill.loss == "mse":
+                        kd = F.mse_loss(s_out, t_out)
+                        loss = (1 - distill.alpha) * loss + distill.alpha * kd
+                    else:
+                        T = distill.temperature
+                        kd = F.kl_div(F.log_softmax(s_out / T, -1), F.log_softmax(t_out / T, -1), log_target=True,
+                                      reduction="batchmean")  # fmt: skip
+                        loss = (1 - distill.alpha) * loss + distill.alpha * T * T * kd
                     if taps_s is not None and taps_t is not None:
                         for n in distill.features:
                             fs, ft = taps_s.out[n], taps_t.out[n]
@@ -362,9 +449,10 @@ def fit(
                 step += 1
                 for cb in callbacks:
                     cb.on_step_end(core, step)
-                run_loss += float(loss.detach()) * len(y)
-                run_correct += float((out.argmax(1) == y).sum())
-                run_n += len(y)
+                n = inp.batch_size
+                run_loss += float(loss.detach()) * n
+                run_correct += _correct(raw, y)
+                run_n += n
                 progress.advance(task, loss=run_loss / run_n, acc=100 * run_correct / run_n)
                 if step % config.checkpoint_every_steps == 0:
                     save_last()
@@ -372,7 +460,13 @@ def fit(
             epoch_done = step % steps_per_epoch == 0 or step >= total_steps
             if not epoch_done:
                 break
-            val_loss, val_acc = evaluate_loss_acc(core, val_data)
+            if isinstance(val_data, ImageData) and metric == "accuracy":
+                val_loss, val_acc = evaluate_loss_acc(core, val_data)
+            else:
+                was = core.training
+                core.eval()
+                val_loss, val_acc = float("nan"), float(compute_metric(core, val_data, metric)["value"])
+                core.train(was)
             ddp_model.train()
             rec = {
                 "epoch": epoch, "step": step, "train_loss": run_loss / max(run_n, 1),
@@ -381,7 +475,8 @@ def fit(
             }  # fmt: skip
             result.history.append(rec)
             progress.end_epoch(task, rec)
-            if val_acc > result.best_val_accuracy or result.best_epoch < 0:
+            improved = val_acc > result.best_val_accuracy if better else val_acc < result.best_val_accuracy
+            if improved or result.best_epoch < 0:
                 result.best_val_accuracy, result.best_epoch, bad_epochs = val_acc, epoch, 0
                 best_state = {k: v.detach().cpu().clone() for k, v in core.state_dict().items()}
                 if run_dir is not None and rank == 0:
