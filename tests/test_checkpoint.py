@@ -77,3 +77,73 @@ def test_load_into_user_model_does_not_modify_it(tmp_path: Path):
     loaded, _ = load_checkpoint(p, model=user)
     assert torch.equal(user[1].weight, before)
     assert torch.equal(loaded[1].weight, trained[1].weight)
+
+
+class _Scale(nn.Module):
+    """A layer kind torchslim has no codec for; ``n`` is the constructor argument behind its shape."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.w = nn.Parameter(torch.randn(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.w.view(1, self.n)
+
+
+def _scaled_mlp(hidden: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(6, hidden), _Scale(hidden), nn.Linear(hidden, 3))
+
+
+def test_unknown_layer_with_changed_constructor_args_is_a_typed_error(tmp_path: Path):
+    from torchslim.checkpoint import structure_of
+
+    pruned = _scaled_mlp(4)  # as if structured pruning shrank the hidden layer from 8 to 4
+    with pytest.raises(CheckpointError, match=r"layer 1 \(_Scale\) has resized tensors and changed attributes \['n'\].*register_codec"):
+        structure_of(pruned, _scaled_mlp(8))
+    path = save_checkpoint(pruned, tmp_path / "s.safetensors")  # no reference: the check runs on load
+    with pytest.raises(CheckpointError, match=r"layer 1 \(_Scale\) was saved with resized tensors \['w'\] and attributes \['n'\]"):
+        load_checkpoint(path, model=_scaled_mlp(8))
+
+
+def test_unknown_layer_replacing_an_architecture_layer_is_a_typed_error(tmp_path: Path):
+    m = create_model("lenet300")
+    m.fc2 = nn.Sequential(_Scale(300), nn.Linear(300, 100))
+    with pytest.raises(CheckpointError, match=r"layer fc2 \(Sequential\) replaces the architecture's Linear"):
+        save_checkpoint(m, tmp_path / "m.safetensors", architecture="lenet300")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+class _Gain(nn.Module):
+    """A layer scale: its forward reads its size from the parameter alone."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.w = nn.Parameter(torch.randn(n))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.w
+
+
+def test_unknown_layer_with_only_resized_parameters_reloads(tmp_path: Path):
+    # Torch-Pruning resizes parameters of layers it does not know without touching their attributes.
+    m = nn.Sequential(nn.Linear(6, 4), _Gain(8))
+    m[1].w = nn.Parameter(torch.randn(4))
+    back, meta = load_checkpoint(save_checkpoint(m, tmp_path / "u.safetensors"), model=nn.Sequential(nn.Linear(6, 8), _Gain(8)))
+    assert {"name": "1", "kind": "tensor_shapes", "shapes": {"w": [4]}, "attrs": {"n": 8}} in meta["structure"]
+    x = torch.randn(2, 6)
+    assert torch.equal(back(x), m(x))
+
+
+def test_non_tensor_state_without_codec_is_a_typed_error(tmp_path: Path):
+    class WithExtra(nn.Linear):
+        def get_extra_state(self) -> dict:
+            return {"calibrated": True}
+
+        def set_extra_state(self, state: dict) -> None:
+            pass
+
+    m = nn.Sequential(nn.Linear(4, 4), WithExtra(4, 2))
+    with pytest.raises(CheckpointError, match=r"layer 1 \(WithExtra\) holds '1._extra_state', a dict rather than a tensor"):
+        save_checkpoint(m, tmp_path / "x.safetensors")

@@ -10,8 +10,16 @@ Rebuilding without pickling the model object:
   convolutions, quantized linears...). Each module type that can appear there has a *codec*:
   ``to_config(module) -> dict`` and ``from_config(dict) -> module``; the module is swapped in
   before ``load_state_dict``. Compression methods register codecs for their own module types.
+  A module kind torchslim has no codec for may still have its own tensors resized (a ConvNeXt
+  layer-scale ``gamma``): a ``tensor_shapes`` entry records them, provided none of the module's
+  plain attributes changed (those would be constructor arguments the checkpoint cannot know).
+  Modules whose state is not plain tensors (``torch.ao`` packed weights) save their own tensors
+  through the codec's ``get_state`` / ``set_state``.
+* ``model_codecs`` records model-wide state that is not a tensor (the cast hooks of an FP16 model).
 * ``encodings`` lists tensors stored compactly (e.g. a sparse tensor as bitmask + non-zeros);
   :func:`encode_tensor`/:func:`decode_tensor` turn them back into dense tensors on load.
+* ``torch.nn.utils.prune`` masks are folded (``weight = weight_orig * weight_mask``): the file
+  holds the plain dense model with its zeros, which the bitmask encoding stores compactly.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import platform
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +39,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from torch.nn.utils import prune as torch_prune
 
 from torchslim._version import __version__
 from torchslim.errors import CheckpointError
@@ -46,10 +56,22 @@ class ModuleCodec:
     cls: type[nn.Module]
     to_config: Callable[[nn.Module], dict[str, Any]]
     from_config: Callable[[dict[str, Any]], nn.Module]
+    # For modules whose state_dict holds non-tensors (torch.ao packed params): their own tensors.
+    get_state: Callable[[nn.Module], dict[str, torch.Tensor]] | None = None
+    set_state: Callable[[nn.Module, dict[str, torch.Tensor]], None] | None = None
+
+
+@dataclass(frozen=True)
+class ModelCodec:
+    key: str
+    describe: Callable[[nn.Module], Any]  # a JSON value, or None when the model does not use it
+    restore: Callable[[nn.Module, Any], nn.Module]
 
 
 _CODECS_BY_KIND: dict[str, ModuleCodec] = {}
 _CODECS_BY_CLS: dict[type[nn.Module], ModuleCodec] = {}
+_MODEL_CODECS: dict[str, ModelCodec] = {}
+_SHAPES = "tensor_shapes"  # structure entries that resize a codec-less module's own tensors
 
 
 def register_codec(
@@ -57,11 +79,27 @@ def register_codec(
     cls: type[nn.Module],
     to_config: Callable[[Any], dict[str, Any]],
     from_config: Callable[[dict[str, Any]], nn.Module],
+    *,
+    get_state: Callable[[Any], dict[str, torch.Tensor]] | None = None,
+    set_state: Callable[[Any, dict[str, torch.Tensor]], None] | None = None,
 ) -> None:
-    """Teach the checkpoint how to rebuild modules of ``cls`` (exact type) from a JSON config."""
-    codec = ModuleCodec(kind, cls, to_config, from_config)
+    """Teach the checkpoint how to rebuild modules of ``cls`` (exact type) from a JSON config.
+
+    ``get_state``/``set_state`` replace the module's ``state_dict`` when that holds non-tensors.
+    """
+    if kind == _SHAPES:
+        raise ValueError(f"codec kind {_SHAPES!r} is reserved")
+    codec = ModuleCodec(kind, cls, to_config, from_config, get_state, set_state)
     _CODECS_BY_KIND[kind] = codec
     _CODECS_BY_CLS[cls] = codec
+
+
+def register_model_codec(
+    key: str, describe: Callable[[nn.Module], Any], restore: Callable[[nn.Module, Any], nn.Module]
+) -> None:
+    """Save model-wide non-tensor state: ``describe(model)`` is JSON (or None when unused) and
+    ``restore(model, value)`` returns the model with that state back."""
+    _MODEL_CODECS[key] = ModelCodec(key, describe, restore)
 
 
 def _conv_cfg(m: nn.Conv2d) -> dict[str, Any]:
@@ -97,20 +135,83 @@ def _module_spec(m: nn.Module) -> dict[str, Any] | None:
     return None if codec is None else {"kind": codec.kind, "config": codec.to_config(m)}
 
 
-def structure_of(model: nn.Module, reference: nn.Module | None) -> list[dict[str, Any]]:
-    """The modules of ``model`` whose type or construction differs from ``reference``."""
+def _prefix(name: str) -> str:
+    return f"{name}." if name else ""
+
+
+def _by_module(state: dict[str, torch.Tensor]) -> dict[str, dict[str, list[int]]]:
+    """``{module name: {own tensor name: shape}}`` (tensor names never contain dots)."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for k, v in state.items():
+        mod, _, t = k.rpartition(".")
+        out.setdefault(mod, {})[t] = list(v.shape)
+    return out
+
+
+def _attrs(m: nn.Module) -> dict[str, Any]:
+    # A module's plain public attributes stand in for its constructor arguments (in_features...).
+    def plain(v: Any) -> bool:
+        return v is None or isinstance(v, bool | int | float | str)
+
+    public = {k: v for k, v in vars(m).items() if not k.startswith("_") and k != "training"}
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in public.items()
+        if plain(v) or (isinstance(v, tuple | list) and all(map(plain, v)))
+    }
+
+
+def _no_codec(name: str, m: nn.Module, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"layer {name or '<root>'} ({type(m).__name__}) {why}, and torchslim's checkpoint cannot rebuild a "
+        f"{type(m).__name__} from its architecture; register a codec for it with "
+        "torchslim.checkpoint.register_codec(kind, cls, to_config, from_config), or exclude this layer from the "
+        "method (targets={name: None})"
+    )
+
+
+def structure_of(
+    model: nn.Module, reference: nn.Module | None, state: dict[str, torch.Tensor] | None = None
+) -> list[dict[str, Any]]:
+    """The modules of ``model`` whose type or construction differs from ``reference``.
+
+    Without a reference every module with a codec is listed, and every other module's own tensor
+    shapes, so a model passed to :func:`load_checkpoint` can be reshaped to fit.
+    Raises :class:`CheckpointError` for a change the checkpoint could not rebuild.
+    """
+    _ensure_codecs_loaded()  # an LSTM's codec lives in torchslim.pruning, which may not be imported yet
     ref = dict(reference.named_modules()) if reference is not None else {}
-    out = []
+    shapes = _by_module(state if state is not None else saved_state(model))
+    ref_shapes = _by_module(saved_state(reference)) if reference is not None else {}
+    out: list[dict[str, Any]] = []
+    rebuilt: list[str] = []  # a module rebuilt by its codec brings its children with it
     for name, m in model.named_modules():
-        if not name:
-            continue
-        spec = _module_spec(m)
-        if spec is None:
+        if any(name.startswith(_prefix(p)) for p in rebuilt):
             continue
         r = ref.get(name)
-        if r is not None and type(r) is type(m) and _module_spec(r) == spec:
+        spec = _module_spec(m) if name else None
+        if spec is not None:
+            if not (r is not None and type(r) is type(m) and _module_spec(r) == spec):
+                out.append({"name": name, **spec})
+                rebuilt.append(name)
             continue
-        out.append({"name": name, **spec})
+        own = shapes.get(name, {})
+        if reference is None:
+            if own:
+                out.append({"name": name, "kind": _SHAPES, "shapes": own, "attrs": _attrs(m)})
+            continue
+        if r is None:
+            if own:
+                raise _no_codec(name, m, "is not in the architecture")
+            continue
+        if type(r) is not type(m):
+            raise _no_codec(name, m, f"replaces the architecture's {type(r).__name__}")
+        if own == ref_shapes.get(name, {}):
+            continue
+        changed = sorted(k for k, v in _attrs(m).items() if _attrs(r).get(k, v) != v)
+        if changed:
+            raise _no_codec(name, m, f"has resized tensors and changed attributes {changed}")
+        out.append({"name": name, "kind": _SHAPES, "shapes": own, "attrs": _attrs(m)})
     return out
 
 
@@ -120,8 +221,34 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, attr, new)
 
 
+def _resize(m: nn.Module, spec: dict[str, Any]) -> None:
+    """Give ``m``'s own tensors the recorded shapes (values come from the checkpoint next)."""
+    tensors = {**m._parameters, **m._buffers}
+    diff = {k: s for k, s in spec["shapes"].items() if (t := tensors.get(k)) is not None and list(t.shape) != s}
+    if not diff:
+        return
+    changed = sorted(k for k, v in spec["attrs"].items() if _attrs(m).get(k, v) != v)
+    if changed:
+        raise _no_codec(spec["name"], m, f"was saved with resized tensors {sorted(diff)} and attributes {changed}")
+    for k, shape in diff.items():
+        old = tensors[k]
+        assert old is not None
+        new = torch.empty(shape, dtype=old.dtype, device=old.device)
+        if k in m._parameters:
+            m._parameters[k] = nn.Parameter(new, requires_grad=old.requires_grad)
+        else:
+            m._buffers[k] = new
+
+
 def apply_structure(model: nn.Module, structure: list[dict[str, Any]]) -> None:
     for spec in structure:
+        try:
+            target = model.get_submodule(spec["name"])
+        except AttributeError as exc:
+            raise CheckpointError(f"checkpoint names module {spec['name']!r}, which this architecture lacks") from exc
+        if spec["kind"] == _SHAPES:
+            _resize(target, spec)
+            continue
         codec = _CODECS_BY_KIND.get(spec["kind"])
         if codec is None:
             _ensure_codecs_loaded()
@@ -131,10 +258,6 @@ def apply_structure(model: nn.Module, structure: list[dict[str, Any]]) -> None:
                 f"checkpoint needs module kind {spec['kind']!r} for {spec['name']}, which this torchslim "
                 f"{__version__} does not know; upgrade torchslim"
             )
-        try:
-            model.get_submodule(spec["name"])
-        except AttributeError as exc:
-            raise CheckpointError(f"checkpoint names module {spec['name']!r}, which this architecture lacks") from exc
         _set_module(model, spec["name"], codec.from_config(spec["config"]))
 
 
@@ -193,9 +316,62 @@ def versions() -> dict[str, str]:
     }  # fmt: skip
 
 
-def _clean_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    # safetensors refuses shared storage and non-contiguous tensors; clone each one.
-    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+def _masked(model: nn.Module) -> list[tuple[str, str]]:
+    """``(module, tensor)`` names under ``torch.nn.utils.prune`` reparametrisation."""
+    return [
+        (n, h._tensor_name)
+        for n, m in model.named_modules()
+        for h in m._forward_pre_hooks.values()
+        if isinstance(h, torch_prune.BasePruningMethod)
+    ]
+
+
+def _custom(model: nn.Module) -> dict[str, ModuleCodec]:
+    """Modules whose codec saves their tensors itself (their state_dict holds non-tensors)."""
+    out: dict[str, ModuleCodec] = {}
+    for n, m in model.named_modules():
+        c = _CODECS_BY_CLS.get(type(m))
+        if c is not None and c.get_state is not None and not any(n.startswith(_prefix(p)) for p in out):
+            out[n] = c
+    return out
+
+
+def saved_state(model: nn.Module, *, _retry: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint of ``model`` holds (not yet copied).
+
+    Pruning masks are folded into their weights (``weight_orig * weight_mask``, what the forward
+    uses), so the file has the plain architecture's keys; modules whose ``state_dict`` holds
+    non-tensors contribute their codec's ``get_state`` tensors instead.
+    """
+    custom = _custom(model)
+    prefixes = tuple(_prefix(n) for n in custom)
+    out: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        if prefixes and k.startswith(prefixes):
+            continue
+        if not isinstance(v, torch.Tensor):
+            if _retry:  # the codec may live in a compression package not imported yet
+                _ensure_codecs_loaded()
+                return saved_state(model, _retry=False)
+            owner = k.rpartition(".")[0]
+            while owner.rpartition(".")[2].startswith("_"):  # e.g. torch.ao's private `_packed_params`
+                owner = owner.rpartition(".")[0]
+            why = f"holds {k!r}, a {type(v).__name__} rather than a tensor"
+            raise _no_codec(owner, model.get_submodule(owner), why)
+        out[k] = v
+    for n, c in custom.items():
+        assert c.get_state is not None
+        out.update({_prefix(n) + k: v for k, v in c.get_state(model.get_submodule(n)).items()})
+    for n, t in _masked(model):
+        key = _prefix(n) + t
+        out[key] = out.pop(key + "_orig") * out.pop(key + "_mask")
+    return out
+
+
+def _strip_masks(model: nn.Module) -> None:
+    # The checkpoint holds folded weights; a masked target model takes them as plain weights.
+    for n, t in _masked(model):
+        torch_prune.remove(model.get_submodule(n), t)
 
 
 def save_checkpoint(
@@ -233,10 +409,14 @@ def save_checkpoint(
             reference = None  # rebuilding would load pretrained weights just to compare shapes
         else:
             reference = create_model(architecture, **(architecture_config or {}))
-    structure = structure_of(model, reference) if reference is not None or architecture is None else []
+    state = saved_state(model)
+    structure = structure_of(model, reference, state)
+    model_codecs = {k: v for k, c in _MODEL_CODECS.items() if (v := c.describe(model)) is not None}
     tensors: dict[str, torch.Tensor] = {}
     encodings: dict[str, Any] = {}
-    for k, v in _clean_state(model).items():
+    for k, v in state.items():
+        # safetensors refuses shared storage and non-contiguous tensors; copy each one.
+        v = v.detach().to("cpu").contiguous().clone()
         stored, enc = encode_tensor(k, v) if sparse else ({k: v}, None)
         tensors.update(stored)
         if enc is not None:
@@ -246,6 +426,7 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "architecture": {"name": architecture, "config": architecture_config or {}},
         "structure": structure,
+        "model_codecs": model_codecs,
         "encodings": encodings,
         "versions": versions(),
         **(meta or {}),
@@ -288,7 +469,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 def check_state_matches(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Raise :class:`CheckpointError` naming every missing, unexpected or mis-shaped tensor."""
-    own = model.state_dict()
+    own = saved_state(model)
     missing = [k for k in own if k not in tensors]
     unexpected = sorted(k for k in tensors if k not in own)
     shapes = [
@@ -305,11 +486,47 @@ def check_state_matches(model: nn.Module, tensors: dict[str, torch.Tensor], sour
         raise CheckpointError(f"{source} does not fit this model ({'; '.join(parts)}); it belongs to another architecture")
 
 
+def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    _strip_masks(model)
+    check_state_matches(model, tensors, source)
+    custom = _custom(model)
+    prefixes = tuple(_prefix(n) for n in custom)
+    for n, c in custom.items():
+        assert c.set_state is not None
+        p = _prefix(n)
+        c.set_state(model.get_submodule(n), {k[len(p) :]: v for k, v in tensors.items() if k.startswith(p)})
+    # Custom modules load their own state_dict back (unchanged); the versions in _metadata tell
+    # modules such as torch.ao's that the keys are in today's layout.
+    own = model.state_dict()
+    plain = OrderedDict((k, v) for k, v in tensors.items() if not (prefixes and k.startswith(prefixes)))
+    plain.update((k, v) for k, v in own.items() if prefixes and k.startswith(prefixes))
+    plain._metadata = own._metadata  # type: ignore[attr-defined]
+    # Keep the stored float dtype (an FP16 model reloads as FP16); ties share one tensor object.
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        s = plain.get(name)
+        if s is not None and s.is_floating_point() and t.is_floating_point() and s.dtype != t.dtype:
+            t.data = t.data.to(s.dtype)
+    model.load_state_dict(plain, strict=True)
+
+
+def _restore_model_codecs(model: nn.Module, codecs: dict[str, Any], source: str) -> nn.Module:
+    for key, value in codecs.items():
+        if key not in _MODEL_CODECS:
+            _ensure_codecs_loaded()
+        if key not in _MODEL_CODECS:
+            raise CheckpointError(
+                f"{source} needs model state {key!r}, which this torchslim {__version__} does not know; upgrade torchslim"
+            )
+        model = _MODEL_CODECS[key].restore(model, value)
+    return model
+
+
 def load_checkpoint(path: str | Path, *, model: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model stored at ``path``; returns ``(model, metadata)``.
 
     With ``model`` given (an architecture torchslim does not register), a deep copy of it receives
-    the structure and weights; the argument itself is not modified.
+    the structure and weights; the argument itself is not modified. Pruning masks on it are dropped:
+    the checkpoint holds the folded weights.
     """
     tensors, meta = read_checkpoint(path)
     arch = meta.get("architecture", {})
@@ -320,15 +537,19 @@ def load_checkpoint(path: str | Path, *, model: nn.Module | None = None) -> tupl
 
         model = create_model(arch["name"], **arch.get("config", {}))
     else:
-        raise CheckpointError(f"{path} stores a model of an unregistered architecture; pass model= to load it into")
+        raise CheckpointError(f"{path} stores a model of an unregistered architecture; pass model= to load it into (CLI: --model pkg.module:factory@{path})")
+    _strip_masks(model)
     apply_structure(model, meta.get("structure", []))
-    check_state_matches(model, tensors, str(path))
-    model.load_state_dict(tensors, strict=True)
+    model = _restore_model_codecs(model, meta.get("model_codecs", {}), str(path))
+    _load_state(model, tensors, str(path))
     return model.eval(), meta
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load weights from a torchslim checkpoint or a plain safetensors file into ``model`` in place."""
+    """Load weights from a torchslim checkpoint or a plain safetensors file into ``model`` in place.
+
+    Pruning masks on ``model`` are removed first: the file holds the folded weights.
+    """
     path = Path(path)
     try:
         tensors, _ = read_checkpoint(path)
@@ -337,6 +558,5 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
             tensors = st_load(path.read_bytes())
         except (SafetensorError, OSError) as exc:
             raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
-    check_state_matches(model, tensors, str(path))
-    model.load_state_dict(tensors, strict=True)
+    _load_state(model, tensors, str(path))
     return model

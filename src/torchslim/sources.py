@@ -3,7 +3,8 @@
 A model is any ``nn.Module``, a registered name (``torchslim models``), a torchslim checkpoint
 (``.safetensors``), a local Hugging Face folder (``config.json`` + weights), or
 ``pkg.module:factory`` / ``path/to/file.py:factory`` (a callable that returns the model, as
-uvicorn takes ``app:create``).
+uvicorn takes ``app:create``); ``pkg.module:factory@ckpt.safetensors`` loads a checkpoint of such a
+model into the model the factory builds (checkpoints never name code to import).
 
 Data is a built-in data set name (``fashion-mnist``, ``digits``), a folder of images in class
 sub-folders (``torchvision.datasets.ImageFolder``; with ``train/``, ``val/``, ``test/`` inside,
@@ -88,6 +89,14 @@ def resolve_model(spec: Any) -> tuple[nn.Module, dict[str, Any]]:
         raise ConfigError(f"a model is an nn.Module, a name, a checkpoint, a folder or pkg.module:factory, not {type(spec).__name__}")
     text = str(spec)
     path = Path(text)
+    base, at, weights = text.rpartition("@")
+    if at and base and weights.endswith(".safetensors"):
+        # pkg.module:factory@ckpt.safetensors: a checkpoint of a model only the user's code can build.
+        skeleton, meta = resolve_model(base)
+        from torchslim.checkpoint import load_checkpoint
+
+        model, ck = load_checkpoint(weights, model=skeleton)
+        return model, {**ck, **meta}
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ConfigError(f"{path} is a folder without config.json; point at a Hugging Face model folder or a checkpoint file")
@@ -108,7 +117,9 @@ def resolve_model(spec: Any) -> tuple[nn.Module, dict[str, Any]]:
         model = _call(import_factory(text, "model"), text, "model")
         if not isinstance(model, nn.Module):
             raise ConfigError(f"--model {text} returned {type(model).__name__}, not a torch.nn.Module")
-        return model, {"architecture": {"name": text, "config": {}}, "factory": text}
+        # No "architecture": a checkpoint never names code to import (that would run code on load);
+        # it reloads with load_checkpoint(path, model=factory()).
+        return model, {"factory": text}
     from torchslim.models import create_model
 
     return create_model(text), {"architecture": {"name": text, "config": {}}}

@@ -121,3 +121,63 @@ def test_static_int8_exports_quantize_linear(tmp_path, calib):
     r = export_onnx(q, tmp_path / "s.onnx", example=calib[0].as_kwargs())
     assert r.ops["QuantizeLinear"] == 12 and set(r.quantized_layers.values()) == {"static"}
     assert r.max_abs_diff < 0.05 * np.abs(_ref(q, calib[0].as_kwargs())).max()
+
+
+# ----------------------------------------------------------------------------- attention models
+def _small_vit():
+    import torchvision
+
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10
+    ).eval()
+    torch.nn.init.normal_(vit.heads.head.weight, std=0.5)  # torchvision zero-inits the head: outputs would all be 0
+    return vit
+
+
+def _fused_attention_ops(path):
+    return [n.op_type for n in onnx.load(str(path)).graph.node if "attention" in n.op_type.lower() or n.domain]
+
+
+@pytest.mark.parametrize("kind", ["vit", "encoder"])
+def test_attention_models_export_past_the_fused_fast_path(tmp_path, kind):
+    if kind == "vit":
+        m, x, x2 = _small_vit(), torch.randn(2, 3, 32, 32), torch.randn(5, 3, 32, 32)
+    else:
+        torch.manual_seed(0)
+        layer = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0)
+        m, x, x2 = torch.nn.TransformerEncoder(layer, 2).eval(), torch.randn(2, 7, 32), torch.randn(5, 7, 32)
+    assert torch.backends.mha.get_fastpath_enabled()
+    r = export_onnx(m, tmp_path / "a.onnx", example=x)
+    assert torch.backends.mha.get_fastpath_enabled()  # restored after export
+    assert r.max_abs_diff < 1e-4 and _fused_attention_ops(tmp_path / "a.onnx") == []
+    with torch.no_grad():  # the user's default: fused kernels in PyTorch, plain ops in ONNX
+        ref = m(x2).numpy()
+    got = ort_session(tmp_path / "a.onnx").run(None, {"input": x2.numpy()})[0]
+    assert float(np.abs(ref).max()) > 0.1 and np.abs(got - ref).max() < 1e-4
+
+
+def test_dynamic_int8_transformer_encoder_exports(tmp_path):
+    from torchslim.quantization import DynamicInt8Config, quantize
+
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0)
+    enc = torch.nn.TransformerEncoder(layer, 2).eval()
+    for lin in (enc.layers[1].linear1, enc.layers[1].linear2):  # the encoder deep-copies one layer; export tells layers apart by weights
+        lin.reset_parameters()
+    q, _ = quantize(enc, DynamicInt8Config(activation="per_tensor"))
+    x = torch.randn(3, 7, 32)
+    r = export_onnx(q, tmp_path / "q.onnx", example=x)
+    assert sorted(r.quantized_layers) == ["layers.0.linear1", "layers.0.linear2", "layers.1.linear1", "layers.1.linear2"]
+    with torch.no_grad():
+        assert r.max_abs_diff < 0.02 * float(q(x).abs().max())
+
+
+@pytest.mark.slow
+def test_swin_t_exports(tmp_path):
+    import torchvision
+
+    torch.manual_seed(0)
+    m = torchvision.models.swin_t(weights=None).eval()
+    r = export_onnx(m, tmp_path / "swin.onnx", example=torch.randn(1, 3, 64, 64), config=ExportConfig(dynamic_batch=False))
+    assert r.max_abs_diff < 1e-4

@@ -8,9 +8,9 @@ from torchslim.measure import (
     embedding_fidelity,
     evaluate,
     sparsity,
-    timed_runtime,
 )
 from torchslim.models import create_model
+from torchslim.quantization import timed_runtime
 
 
 def test_macs_of_known_models():

@@ -92,11 +92,12 @@ def test_structured_ratio_removing_all_channels(digits):
     assert model.conv1.out_channels == 16
 
 
-def test_grouped_convolution_is_named():
+def test_grouped_convolution_prunes_the_same_positions_in_every_group():
     model = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.ReLU(), nn.Conv2d(8, 8, 1), nn.Flatten(), nn.LazyLinear(3))
     model(torch.randn(1, 4, 8, 8))
-    with pytest.raises(CompatibilityError, match=r"layer 0 is a grouped convolution \(groups=2"):
-        prune(model, StructuredConfig(ratio=0.5, input_shape=[4, 8, 8]))
+    pruned, _ = prune(model, StructuredConfig(ratio=0.5, input_shape=[4, 8, 8]))
+    assert pruned[0].groups == 2 and pruned[0].out_channels == 4
+    assert pruned(torch.randn(2, 4, 8, 8)).shape == (2, 3)
 
 
 def test_activation_aware_needs_calibration_data():

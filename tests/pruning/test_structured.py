@@ -110,3 +110,160 @@ def test_torchvision_models_prune_30_percent(name):
     x = torch.randn(2, *shape)
     assert pruned(x).shape == (2, 1000)
     assert report.summary["mac_reduction"] > 1.4
+
+
+# ----------------------------------------------------------------------------- grouped channels, attention
+class _Grouped(nn.Module):
+    """A RegNet-style block: 1x1, grouped 3x3 (groups=4), 1x1, with a residual add."""
+
+    def __init__(self, norm_groups: int = 1) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 32, 3, padding=1)
+        self.a = nn.Conv2d(32, 24, 1)
+        self.norm = nn.GroupNorm(norm_groups, 24)
+        self.b = nn.Conv2d(24, 24, 3, padding=1, groups=4)
+        self.bn = nn.BatchNorm2d(24)
+        self.c = nn.Conv2d(24, 32, 1)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        y = self.c(torch.relu(self.bn(self.b(torch.relu(self.norm(self.a(x)))))))
+        return self.fc(torch.relu(x + y).mean((2, 3)))
+
+
+def test_grouped_convolution_loses_the_same_positions_in_every_group():
+    torch.manual_seed(0)
+    model = _Grouped().eval()
+    pruned, report = prune(model, StructuredConfig(ratio=0.5, input_shape=[3, 16, 16]))
+    b = pruned.b
+    assert (b.in_channels, b.out_channels, b.groups) == (12, 12, 4) and b.weight.shape == (12, 3, 3, 3)
+    # each group of 6 input channels kept the same 3 positions, so b's kept weights are the originals
+    kept = [i for i in range(24) if bool((pruned.a.bias == model.a.bias[i]).any())]  # a's inputs shrink too: match biases
+    local = torch.tensor(kept).view(4, 3) % 6
+    assert (local == local[0]).all()
+    x = torch.randn(2, 3, 16, 16)
+    assert pruned(x).shape == (2, 10)
+    assert report.summary["mac_reduction"] > 1.5 and count_macs(pruned, x[:1]) < count_macs(model, x[:1])
+
+
+def test_incompatible_channel_groups_error_advice_works():
+    from torchslim.errors import CompatibilityError
+
+    model = _Grouped(norm_groups=3).eval()  # 3 GroupNorm groups and 4 conv groups share a's channels
+    cfg = StructuredConfig(ratio=0.5, input_shape=[3, 16, 16])
+    with pytest.raises(CompatibilityError, match=r"split into \[3, 4\] groups .* targets=\{'a': None\}") as info:
+        prune(model, cfg)
+    assert "targets={'a': None}" in str(info.value)
+    pruned, report = prune(model, cfg, targets={"a": None})  # the advice, followed
+    x = torch.randn(2, 3, 16, 16)
+    assert pruned(x).shape == (2, 10) and pruned.a.out_channels == 24 and pruned.b.out_channels == 12
+    assert count_macs(pruned, x[:1]) < count_macs(model, x[:1])
+
+
+def _mha_net() -> nn.Module:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(16, 32)
+            self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+            self.norm = nn.LayerNorm(32)
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.embed(x)
+            a, _ = self.attn(h, h, h, need_weights=False)
+            return self.head(self.norm(h + a).mean(1))
+
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+def test_attention_heads_keep_their_width_equal():
+    model = _mha_net()
+    # 0.3 x 32 = 9 channels would leave 23, which 4 heads cannot share; per head 2 of 8 go
+    pruned, report = prune(model, StructuredConfig(ratio=0.3, input_shape=[8, 16]))
+    attn = pruned.attn
+    assert (attn.embed_dim, attn.num_heads, attn.head_dim) == (24, 4, 6)
+    kept = [i for i in range(32) if any(torch.equal(model.embed.weight[i], w) for w in pruned.embed.weight)]
+    local = torch.tensor(kept).view(4, 6) % 8
+    assert (local == local[0]).all()  # the same positions in every head
+    x = torch.randn(2, 8, 16)
+    with torch.no_grad():
+        assert pruned(x).shape == (2, 10)
+    assert report.summary["channels_removed"] == 8 and report.summary["mac_reduction"] > 1.2
+
+
+def test_transformer_encoder_prunes_hidden_and_mlp_dims():
+    class Enc(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(16, 32)
+            self.enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0), 2)
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.enc(self.embed(x)).mean(1))
+
+    torch.manual_seed(0)
+    model = Enc().eval()
+    pruned, report = prune(model, StructuredConfig(ratio=0.3, input_shape=[8, 16]))
+    layer = pruned.enc.layers[1]
+    assert layer.self_attn.embed_dim == 24 and layer.linear1.out_features == 45
+    x = torch.randn(2, 8, 16)
+    with torch.no_grad():  # eval + no_grad takes torch's fused encoder kernel on the pruned weights
+        assert pruned(x).shape == (2, 10)
+    assert _unfused_macs(pruned, x[:1]) < _unfused_macs(model, x[:1]) / 1.5
+
+
+def _unfused_macs(model: nn.Module, x: torch.Tensor) -> int:
+    # FlopCounterMode has no formula for torch's fused attention / encoder kernels (count_macs runs
+    # under inference_mode, which selects them), so count on the unfused path.
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        return count_macs(model, x)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+
+
+def _small_vit() -> nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=32, mlp_dim=64, num_classes=10
+    ).eval()
+
+
+def test_vit_hidden_width_error_names_the_group_and_its_advice_works():
+    from torchslim.errors import CompatibilityError
+
+    model = _small_vit()
+    cfg = StructuredConfig(ratio=0.3, input_shape=[3, 32, 32])
+    with pytest.raises(CompatibilityError, match=r"coupled with .*conv_proj.* breaks the model's forward") as info:
+        prune(model, cfg)  # torchvision's ViT reshapes to self.hidden_dim, a plain int
+    advice = str(info.value).split("targets=")[1].split(";")[0]
+    root = advice.strip("{}").split(":")[0].strip("'")
+    assert advice == f"{{'{root}': None}}" and root in dict(model.named_modules())
+    pruned, report = prune(model, cfg, targets={root: None})  # the advice, followed: the MLP widths go
+    x = torch.randn(2, 3, 32, 32)
+    assert pruned(x).shape == (2, 10)
+    mlp = pruned.encoder.layers[0].mlp
+    assert mlp[0].out_features == mlp[3].in_features == 45 and pruned.conv_proj.out_channels == 32
+    assert _unfused_macs(pruned, x[:1]) < _unfused_macs(model, x[:1]) * 0.9
+    assert report.summary["groups_pruned"] == 2
+
+
+@pytest.mark.slow
+def test_regnet_grouped_convolutions_prune():
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.regnet_x_400mf(weights=None).eval()
+    pruned, report = prune(model, StructuredConfig(ratio=0.3, input_shape=[3, 64, 64]))
+    x = torch.randn(1, 3, 64, 64)
+    assert pruned(x).shape == (1, 1000)
+    grouped = [m for m in pruned.modules() if isinstance(m, nn.Conv2d) and 1 < m.groups < m.in_channels]
+    assert grouped and all(m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0 for m in grouped)
+    assert count_macs(pruned, x) < count_macs(model, x) / 1.5
+    assert report.summary["mac_reduction"] > 1.5

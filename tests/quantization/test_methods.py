@@ -87,3 +87,114 @@ def test_qat_w4a8_trains_and_converts_to_integers(learn, lenet5, digits, calib):
     assert report.summary["qat"]["steps"] == 15
     assert accuracy(q, test) >= accuracy(lenet5, test) - 3.0
     assert lenet5.conv1.weight.requires_grad and type(lenet5.conv1) is nn.Conv2d  # user's model untouched
+
+
+# ----------------------------------------------------------------------------- attention layers
+_MHA_REASON = "nn.MultiheadAttention reads out_proj's weight directly; kept in float"
+
+
+def _rel_err(out, ref):
+    return float((out - ref).detach().norm() / ref.detach().norm())
+
+
+def _encoder_layer():
+    torch.manual_seed(0)
+    return nn.TransformerEncoderLayer(64, 4, dim_feedforward=128, batch_first=True, dropout=0.0).eval()
+
+
+@pytest.mark.parametrize("cfg,bound", [(DynamicInt8Config(), 0.05), (WeightOnlyConfig(bits=8), 0.02)])
+def test_transformer_layer_keeps_out_proj_float_and_runs(cfg, bound):
+    layer = _encoder_layer()
+    x = torch.randn(4, 10, 64, generator=torch.Generator().manual_seed(1))
+    q, report = quantize(layer, cfg)
+    entries = {e.name: e for e in report.layers}
+    assert entries["self_attn.out_proj"].action == "skipped" and entries["self_attn.out_proj"].detail == _MHA_REASON
+    assert type(q.self_attn.out_proj) is nn.modules.linear.NonDynamicallyQuantizableLinear
+    assert isinstance(q.linear1, (Int8DynamicLinear, WeightOnlyLinear)) and isinstance(q.linear2, type(q.linear1))
+    ref = layer(x)
+    for ctx in (torch.enable_grad, torch.no_grad, torch.inference_mode):  # no_grad would pick torch's fused kernel
+        with ctx():
+            assert _rel_err(q(x), ref.detach()) < bound
+    assert report.summary["fused_path_off"] == ["<root>"]
+
+
+def test_transformer_encoder_two_layers_with_padding_mask():
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoder(_encoder_layer(), num_layers=2).eval()
+    x = torch.randn(3, 12, 64, generator=torch.Generator().manual_seed(2))
+    pad = torch.zeros(3, 12, dtype=torch.bool)
+    pad[0, 8:] = True  # with a padding mask torch.no_grad converts to nested tensors
+    q, report = quantize(enc, DynamicInt8Config())
+    assert [e.name for e in report.skipped if e.detail == _MHA_REASON] == ["layers.0.self_attn.out_proj", "layers.1.self_attn.out_proj"]
+    assert sum(e.action == "int8-dynamic" for e in report.layers) == 4
+    with torch.no_grad():
+        ref, out = enc(x, src_key_padding_mask=pad), q(x, src_key_padding_mask=pad)
+    keep = ~pad
+    assert out.shape == ref.shape and _rel_err(out[keep], ref[keep]) < 0.05
+
+
+class _AttnNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(16, 32)
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.head = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        a, _ = self.attn(h, h, h, need_weights=False)
+        return self.head((h + a).mean(1))
+
+
+@pytest.mark.parametrize("method", ["dynamic", "weight-only", "static"])
+def test_model_with_multihead_attention(method):
+    from torchslim.quantization import StaticInt8Config
+
+    torch.manual_seed(0)
+    net = _AttnNet().eval()
+    x = torch.randn(64, 8, 16, generator=torch.Generator().manual_seed(3))
+    cfg = {"dynamic": DynamicInt8Config(), "weight-only": WeightOnlyConfig(bits=8), "static": StaticInt8Config()}[method]
+    q, report = quantize(net, cfg, calib_data=x)
+    entries = {e.name: e for e in report.layers}
+    assert entries["attn.out_proj"].action == "skipped" and entries["attn.out_proj"].detail == _MHA_REASON
+    assert entries["attn"].action == "skipped"  # in_proj is a raw Parameter, not a Linear
+    assert {entries["embed"].action, entries["head"].action} == {report.layers[0].action}
+    assert report.layers[0].action != "skipped"
+    with torch.no_grad():
+        assert _rel_err(q(x), net(x)) < 0.05
+    assert report.summary["output_rel_error"] < 0.05
+
+
+def test_targeting_out_proj_by_name_is_refused_with_the_reason():
+    from torchslim.errors import TargetError
+
+    with pytest.raises(TargetError, match="cannot quantize self_attn.out_proj: nn.MultiheadAttention reads out_proj's weight directly"):
+        quantize(_encoder_layer(), DynamicInt8Config(), targets={"self_attn.out_proj": True})
+    q, report = quantize(_encoder_layer(), DynamicInt8Config(), targets={"re:.*proj": True, "Linear": None})
+    assert [e.action for e in report.layers if e.name == "self_attn.out_proj"] == ["skipped"]
+    assert not any(isinstance(m, Int8DynamicLinear) for m in q.modules())
+
+
+def test_static_reports_layers_inside_modules_fx_keeps_whole():
+    from torchslim.quantization import StaticInt8Config
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Linear(16, 64)
+            self.block = _encoder_layer()
+            self.head = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.block(self.embed(x)).mean(1))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    x = torch.randn(64, 8, 16, generator=torch.Generator().manual_seed(4))
+    q, report = quantize(net, StaticInt8Config(), calib_data=x)
+    actions = {e.name: (e.action, e.detail) for e in report.layers}
+    assert actions["embed"][0] == actions["head"][0] == "int8-static"
+    assert actions["block.self_attn.out_proj"] == ("skipped", _MHA_REASON)
+    assert actions["block.linear1"][0] == "skipped" and "traced graph" in actions["block.linear1"][1]
+    with torch.no_grad():
+        assert _rel_err(q(x), net(x)) < 0.05

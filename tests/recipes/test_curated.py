@@ -40,6 +40,6 @@ def test_recipe_runs_on_a_tiny_model(path, tmp_path):
     assert len(metrics["stages"]) == len(load_recipe(path).steps) + 1
     final = metrics["stages"][-1]
     assert 0.0 <= final["accuracy"] <= 100.0
-    assert metrics["artifact"]["reload_identical_predictions"] is True
+    assert metrics["artifact"]["reload_identical_outputs"] is True
     assert metrics["artifact"]["size_bytes"] == (out / "model.safetensors").stat().st_size
     assert (out / "report.html").is_file()

@@ -43,8 +43,11 @@ def test_quantized_layers_count_eight_bits_and_dense_macs():
     q, _ = quantize(m, StaticInt8Config(), calib_data=calib)
     rows = {r["name"]: r for r in layer_table(q)}
     assert {r["bits"] for r in rows.values()} == {8.0}
+    from torchslim.quantization import timed_runtime
+
+    runtime, name = timed_runtime(q)  # which runtime is timed is the caller's argument
     stage = measure_stage(q, load_dataset("digits", "test"), architecture="lenet5", architecture_config=None,
-                          latency_runs=2)  # fmt: skip
+                          latency_runs=2, runtime=runtime, runtime_name=name)  # fmt: skip
     assert stage["macs"] == 2293000 and stage["latency_runtime"] == "compile_int8"
     assert stage["size_bytes"] < 1724000 / 3.5
 

@@ -93,16 +93,17 @@ def test_builtin_order_rules():
     assert [s.type for s in r.steps] == ["weight_sharing", "finetune", "huffman_coding"]
 
 
-def test_recipe_dataset_is_the_default_of_step_datasets():
+def test_steps_read_the_run_data_unless_they_name_their_own():
     r = load_recipe({"dataset": "digits", "steps": [{"type": "finetune"}, {"type": "finetune", "dataset": "fashion-mnist"}]})
-    assert [s.config.dataset for s in r.steps] == ["digits", "fashion-mnist"]
+    assert r.settings.dataset == "digits"
+    assert [s.config.dataset for s in r.steps] == [None, "fashion-mnist"]
 
 
 def test_overrides_by_type_number_wildcard_and_nested():
     raw = [{"type": "finetune", "epochs": 5}, {"type": "deep_compression", "prune": {"default_keep": 0.1}}]
     r = load_recipe(raw, ["finetune.epochs=2", "2.share.bits=4", "*.max_steps=3", "dataset=digits"])
     ft, dc = r.steps[0].config, r.steps[1].config
-    assert ft.epochs == 2 and ft.max_steps == 3 and ft.dataset == "digits"
+    assert ft.epochs == 2 and ft.max_steps == 3 and r.settings.dataset == "digits" and ft.dataset is None
     assert dc.share.bits == 4
     # The wildcard reaches every nested training config, present or defaulted.
     assert dc.prune.train.max_steps == 3 and dc.share_train.max_steps == 3

@@ -5,7 +5,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from torchslim.checkpoint import load_checkpoint
-from torchslim.errors import OutputExistsError, TargetError
+from torchslim.errors import DataError, OutputExistsError, TargetError
 from torchslim.models import create_model
 from torchslim.recipes import compress, register_step
 
@@ -47,7 +47,7 @@ def test_artifact_reloads_alone_with_identical_predictions(run_dir):
     with torch.no_grad():
         assert torch.equal(model(x), res.model(x))
     art = json.loads((out / "report.json").read_text())["artifact"]
-    assert art["reload_identical_predictions"] is True
+    assert art["reload_identical_outputs"] is True
     assert art["size_bytes"] == (out / "model.safetensors").stat().st_size
     # 3-bit codebook indices on dense weights, Huffman coded: > 10x smaller than FP32.
     assert art["compression_ratio"] > 10
@@ -115,3 +115,29 @@ def test_finetune_then_deep_compression(tmp_path):
     assert dc["accuracy"] > ft["accuracy"] - 10
     assert dc["sparsity"] == pytest.approx(0.8, abs=0.01)
     assert dc["compression_ratio"] > 20
+
+
+def test_compress_a_user_model_on_a_dataloader_with_a_user_metric():
+    """No built-in data set: a 3-channel model, its own DataLoader, its own metric."""
+    import torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchslim.recipes import compress
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 3, 16, 16, generator=g)
+    loader = DataLoader(TensorDataset(x, torch.randint(0, 4, (64,), generator=g)), batch_size=16)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).train()
+
+    def agree(out, y):
+        return (out.argmax(1) == y).float().mean()
+
+    steps = [{"type": "int8_dynamic"}, {"type": "evaluate"}]
+    r = compress(model, steps, data=loader, metric=agree, quiet=True, overrides=["latency_runs=2"])
+    assert [s["metric"] for s in r.stages] == ["agree"] * 3
+    assert r.stages[0]["macs"] == 8 * 3 * 9 * 14 * 14 + 32
+    assert abs(r.stages[1]["metric_value"] - r.stages[0]["metric_value"]) <= 2 / 64
+    assert model.training is True
+    with pytest.raises(DataError, match="cannot take the first batch of the test data"):
+        compress(model, steps, data=[torch.randn(4, 1, 28, 28)], quiet=True)

@@ -65,3 +65,33 @@ def test_unknown_feature_layer_suggests(trained):
     cfg = FinetuneConfig(dataset="digits", epochs=1, distill=DistillConfig(features=["fc9"]))
     with pytest.raises(Exception, match="fc9.*not found.*Did you mean"):
         finetune(trained, cfg, teacher=trained, quiet=True)
+
+
+def test_finetune_on_dataloaders_with_a_user_loss_and_distillation():
+    """Any DataLoader: a user loss, MSE distillation from the teacher, best epoch by a metric."""
+    import torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchslim.recovery import FinetuneConfig, finetune
+    from torchslim.training.config import DistillConfig
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 10, generator=g)
+    y = (x[:, 0] > 0).long()
+    train = DataLoader(TensorDataset(x[:192], y[:192]), batch_size=32, shuffle=True, generator=g)
+    val = DataLoader(TensorDataset(x[192:], y[192:]), batch_size=64)
+    torch.manual_seed(0)
+    teacher = nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 2)).train()
+    calls = []
+
+    def loss_fn(out, target):
+        calls.append(len(target))
+        return nn.functional.cross_entropy(out, target)
+
+    config = FinetuneConfig(epochs=4, lr=0.05, augment=False, distill=DistillConfig(loss="mse", alpha=0.1))
+    new, res = finetune(teacher, config, teacher=teacher, train_data=train, val_data=val, loss_fn=loss_fn, quiet=True)
+    assert sum(calls) == 4 * 192 and res.train.steps == 24
+    assert res.report.summary["best_val_metric"] >= 75.0  # above chance (50%) on 64 held-out samples
+    assert teacher.training is True
+    with pytest.raises(Exception, match="pass both train_data and val_data"):
+        finetune(teacher, config, train_data=train, quiet=True)

@@ -26,7 +26,7 @@ def folder(tmp_path):
         "bits_table": [{"layer": "fc1", "weights": 1000, "kept_pct": 10.0, "weight_bits": 5, "weight_bits_huffman": 3.1,
                         "index_bits": 4, "index_bits_huffman": 2.9, "filler_pct": 1.0, "bytes": 200,
                         "compress_rate_pct": 5.0}],
-        "artifact": {"file": "model.safetensors", "size_bytes": 4100, "reload_identical_predictions": True,
+        "artifact": {"file": "model.safetensors", "size_bytes": 4100, "reload_identical_outputs": True,
                      "compression_ratio": 24.39},
     }
     (tmp_path / "report.json").write_text(json.dumps(data))

@@ -15,19 +15,52 @@ from rich.table import Table
 console = Console(width=None if sys.stdout.isatty() else 160)
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="fashion-mnist", help="fashion-mnist (default) or digits")
+DATA_HELP = ("data: a built-in data set (fashion-mnist, digits), an image folder (class sub-folders; train/ val/ "
+             "test/ inside for splits), a UTF-8 sentences file (with a Hugging Face model folder), or "
+             "pkg.module:factory returning a DataLoader or a dict of them by split")
+MODEL_HELP = ("model: a registered name, a torchslim .safetensors checkpoint, a Hugging Face model folder, or "
+              "pkg.module:factory (or file.py:factory) returning an nn.Module")
+
+
+def add_data_args(p: argparse.ArgumentParser, default: str | None = "fashion-mnist") -> None:
+    p.add_argument("--data", "--dataset", dest="dataset", default=default, help=f"{DATA_HELP} (default: {default})")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST *-ubyte.gz files")
+    p.add_argument("--metric", default="accuracy",
+                   help="accuracy (default), output_error or fidelity (against the FP32 model), or pkg.module:fn "
+                        "taking (output, target) and returning one number")  # fmt: skip
 
 
 def load_model_arg(spec: str) -> tuple[nn.Module, dict[str, Any]]:
-    """A checkpoint path (``.safetensors``) or a registered model name (random init)."""
-    from torchslim.checkpoint import load_checkpoint
-    from torchslim.models import create_model
+    """Any model source (see :mod:`torchslim.sources`) and its metadata."""
+    from torchslim.sources import resolve_model
 
-    if spec.endswith(".safetensors") or Path(spec).exists():
-        return load_checkpoint(spec)
-    return create_model(spec), {"architecture": {"name": spec, "config": {}}}
+    return resolve_model(spec)
+
+
+def tokenizer_for(meta: dict[str, Any]) -> Any:
+    """The tokenizer of a Hugging Face model folder, for a sentences file as data."""
+    folder = meta.get("hf_folder")
+    if folder is None:
+        return None
+    from torchslim.transformers.embed import load_tokenizer
+
+    return load_tokenizer(folder)
+
+
+def data_arg(args: argparse.Namespace, split: str, meta: dict[str, Any] | None = None) -> Any:
+    """One split of ``--data``."""
+    from torchslim.sources import resolve_data
+
+    return resolve_data(args.dataset, split, tokenizer=tokenizer_for(meta or {}), data_dir=args.data_dir)
+
+
+def metric_arg(args: argparse.Namespace) -> Any:
+    """``--metric``: a built-in name or an imported ``pkg.module:fn``."""
+    from torchslim.measure.metrics import BUILTIN
+    from torchslim.sources import import_factory
+
+    m = getattr(args, "metric", "accuracy")
+    return m if m in BUILTIN or ":" not in m else import_factory(m, "metric")
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
@@ -47,15 +80,21 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def checkpoint_out(path: str, force: bool) -> Path:
-    """``--out`` as a ``.safetensors`` path, refused if it exists and ``--force`` was not given."""
+def checkpoint_out(path: str, force: bool, inputs: list[str | None] | None = None) -> Path:
+    """``--out`` as a ``.safetensors`` path, refused if it exists and ``--force`` was not given, and
+    always refused when it (or its ``.json`` sidecar) is one of the command's ``inputs``."""
     from torchslim.errors import OutputExistsError
 
     out = Path(path)
     if out.suffix != ".safetensors":
         out = out.with_suffix(".safetensors")
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out} exists; pass --force to overwrite it")
+    sidecar = out.with_suffix(".json")
+    for inp in inputs or []:
+        if inp and Path(inp).exists() and any(p.exists() and p.resolve() == Path(inp).resolve() for p in (out, sidecar)):
+            raise OutputExistsError(f"--out {out} would overwrite the input {inp}; choose another --out")
+    for p in (out, sidecar):
+        if p.exists() and not force:
+            raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
     return out
 
 

@@ -27,13 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from torchslim.cli._common import load_model_arg, print_table
     from torchslim.errors import ConfigError
     from torchslim.io import write_json
-    from torchslim.measure.latency import (
-        compare_latency,
-        measure_latency,
-        peak_rss_mb,
-        timed_runtime,
-    )
+    from torchslim.measure.latency import compare_latency, measure_latency, peak_rss_mb
     from torchslim.models import get_entry
+    from torchslim.quantization import timed_runtime
 
     model, meta = load_model_arg(args.model)
     name = meta.get("architecture", {}).get("name")

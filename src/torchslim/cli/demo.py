@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     base = res.stages[0]
     cols = ["step", "accuracy %", "size (bytes)", "compression", "latency b1 (ms)", "latency b64 (ms)", "MACs", "sparsity"]
     rows = [
-        [st["name"], st["accuracy"], st["size_bytes"], base["size_bytes"] / st["size_bytes"], st["latency_ms_b1"],
+        [st["name"], st["metric_value"], st["size_bytes"], base["size_bytes"] / st["size_bytes"], st["latency_ms_b1"],
          st["latency_ms_b64"], st.get("macs"), st["sparsity"]]
         for st in res.stages
     ]  # fmt: skip

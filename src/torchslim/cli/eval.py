@@ -7,7 +7,7 @@ import argparse
 from torchslim.cli._common import add_data_args, load_model_arg, print_table
 
 ROWS = [
-    ("accuracy", "top-1 accuracy (%)"), ("params", "parameters"), ("nonzero_params", "non-zero parameters"),
+    ("params", "parameters"), ("nonzero_params", "non-zero parameters"),
     ("sparsity", "sparsity"), ("size_bytes", "file size (bytes)"), ("macs", "MACs per sample"),
     ("latency_ms_b1", "latency batch 1 (ms, median)"), ("latency_ms_b64", "latency batch 64 (ms, median)"),
     ("latency_runtime", "latency timed as"),
@@ -16,9 +16,12 @@ ROWS = [
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="evaluate a checkpoint: accuracy, size, MACs, latency")
-    p.add_argument("checkpoint", help="a torchslim .safetensors checkpoint (or a model name: random init)")
+    from torchslim.cli._common import MODEL_HELP
+
+    p = sub.add_parser("eval", help="evaluate a model: metric, size, MACs, latency")
+    p.add_argument("checkpoint", help=MODEL_HELP)
     add_data_args(p)
+    p.add_argument("--reference", default=None, help="the FP32 model, for --metric output_error or fidelity")
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--runs", type=int, default=50, help="timed runs per batch size")
     p.add_argument("--json", dest="json_out", default=None, help="also write the figures to this JSON file")
@@ -28,18 +31,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from torchslim.cli._common import data_arg, metric_arg
+    from torchslim.errors import ConfigError
     from torchslim.io import write_json
     from torchslim.measure.evaluate import evaluate
+    from torchslim.quantization import timed_runtime
 
+    if args.runs < 1:
+        raise ConfigError(f"--runs must be >= 1, got {args.runs}")
+    metric = metric_arg(args)
     model, meta = load_model_arg(args.checkpoint)
-    is_file = Path(args.checkpoint).exists()
+    reference = load_model_arg(args.reference)[0] if args.reference else None
+    data = data_arg(args, args.split, meta)
+    is_file = Path(args.checkpoint).is_file()
     arch = meta.get("architecture", {}).get("name")
+    runtime, runtime_name = timed_runtime(model)
     res = evaluate(
-        model, dataset=args.dataset, split=args.split, data_dir=args.data_dir,
-        checkpoint=args.checkpoint if is_file else None, architecture=arch, latency_runs=args.runs, threads=args.threads,
+        model, data, metric=metric, reference=reference, checkpoint=args.checkpoint if is_file else None,
+        architecture=arch, latency_runs=args.runs, threads=args.threads, batch_sizes=(1, 64), runtime=runtime,
+        runtime_name=runtime_name,
     )  # fmt: skip
-    res = {"checkpoint": args.checkpoint, "model": arch, **res}
-    print_table(f"{args.checkpoint} on {args.dataset}/{args.split}", ["metric", "value"], [[label, res[k]] for k, label in ROWS])
+    res = {"checkpoint": args.checkpoint, "model": arch, **res, "dataset": args.dataset, "split": args.split}
+    rows = [[f"{res['metric']}{' (%)' if res['metric'] == 'accuracy' else ''}", res["value"]]]
+    rows += [[label, res[k]] for k, label in ROWS if k in res]
+    print_table(f"{args.checkpoint} on {args.dataset}/{args.split}", ["metric", "value"], rows)
     if args.json_out:
         write_json(args.json_out, res)
     return 0

@@ -13,8 +13,9 @@ from torchslim.cli.train import add_train_args, overrides
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("finetune", help="fine-tune a compressed checkpoint (distillation, resume, DDP)")
-    p.add_argument("checkpoint", help="the compressed model (.safetensors)")
+    p.add_argument("checkpoint", help="the compressed model (.safetensors, or any model source: see --help of eval)")
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists (never an input)")
     p.add_argument("--teacher", default=None, help="uncompressed checkpoint to distill from")
     p.add_argument("--temperature", type=float, default=None, help="distillation temperature (default 4)")
     p.add_argument("--alpha", type=float, default=None, help="weight of the distillation loss (default 0.7)")
@@ -28,16 +29,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from torchslim.checkpoint import load_checkpoint, save_checkpoint
-    from torchslim.cli._common import print_table
-    from torchslim.data import load_dataset
+    from torchslim.checkpoint import save_checkpoint
+    from torchslim.cli._common import (
+        checkpoint_out,
+        data_arg,
+        load_model_arg,
+        metric_arg,
+        print_table,
+    )
     from torchslim.errors import ConfigError
-    from torchslim.measure.accuracy import accuracy
+    from torchslim.measure.metrics import compute_metric
+    from torchslim.modes import kept_mode
     from torchslim.recovery import FinetuneConfig, finetune
     from torchslim.training.loop import _dist_env
 
-    model, meta = load_checkpoint(args.checkpoint)
-    teacher = load_checkpoint(args.teacher)[0] if args.teacher else None
+    out = checkpoint_out(args.out, args.force, inputs=[args.checkpoint, args.teacher])
+    metric = metric_arg(args)
+    model, meta = load_model_arg(args.checkpoint)
+    teacher = load_model_arg(args.teacher)[0] if args.teacher else None
     fields = overrides(args)
     if teacher is not None:
         d = {"features": args.feature}
@@ -53,19 +62,24 @@ def run(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         err = exc.errors()[0]
         raise ConfigError(f"bad fine-tuning option {'.'.join(map(str, err['loc']))}: {err['msg']}") from exc
-    new, result = finetune(model, config, teacher=teacher, run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)
+    train, val, test = (data_arg(args, split, meta) for split in ("train", "val", "test"))
+    new, result = finetune(model, config, teacher=teacher, train_data=train, val_data=val, metric=metric,
+                           run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)  # fmt: skip
     rank, _ = _dist_env()
     if rank != 0:
         return 0
-    test_acc = accuracy(new, load_dataset(args.dataset, "test", data_dir=args.data_dir))
+    with kept_mode(new):
+        new.eval()
+        test_acc = compute_metric(new, test, metric)["value"]
     s = result.report.summary
     arch = meta.get("architecture", {})
     extra = {k: v for k, v in meta.items() if k not in ("format", "format_version", "architecture", "structure", "encodings", "versions")}
     extra["finetune"] = {"config": config.model_dump(), "summary": s, "test_accuracy": test_acc, "source": args.checkpoint}
-    save_checkpoint(new, args.out, architecture=arch.get("name"), architecture_config=arch.get("config"), meta=extra)
+    save_checkpoint(new, out, architecture=arch.get("name"), architecture_config=arch.get("config"), meta=extra)
+    s_metric = "accuracy (%)" if metric == "accuracy" else getattr(metric, "__name__", str(metric))
     if not args.quiet:
         print_table("fine-tuning", ["metric", "value"], [
-            ["test accuracy (%)", test_acc], ["best val accuracy (%)", s["best_val_accuracy"]],
+            [f"test {s_metric}", test_acc], [f"best val {s_metric}", s["best_val_accuracy"]],
             ["epochs", s["epochs_run"]], ["processes", s["world_size"]], ["wall (s)", s["wall_s"]],
             ["sparsity", s["sparsity_after"]],
         ])  # fmt: skip

@@ -14,7 +14,9 @@ METHODS = ["magnitude", "random", "wanda", "taylor", "nm", "structured"]
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="prune a model (unstructured, N:M or structured channels) and save it")
-    p.add_argument("model", help="a torchslim .safetensors checkpoint, or a registered model name (random init)")
+    from torchslim.cli._common import MODEL_HELP
+
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors; a .json sidecar is written)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -30,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--report-json", default=None, help="also write the per-layer report to this JSON file")
     from torchslim.cli._common import add_data_args
 
-    add_data_args(p)
+    add_data_args(p, default=None)  # only calibrated methods and unregistered models read data (fashion-mnist if none)
     p.set_defaults(func=run)
 
 
@@ -62,24 +64,28 @@ def build_config(args: argparse.Namespace, input_shape: list[int] | None) -> Any
 def run(args: argparse.Namespace) -> int:
 
     from torchslim.checkpoint import save_checkpoint
-    from torchslim.cli._common import checkpoint_out, load_model_arg, print_table, targets_arg
-    from torchslim.data import load_dataset
+    from torchslim.cli._common import (
+        checkpoint_out,
+        data_arg,
+        load_model_arg,
+        print_table,
+        targets_arg,
+    )
+    from torchslim.data import ImageData
     from torchslim.io import write_json
-    from torchslim.models import get_entry
     from torchslim.pruning import make_permanent, prune
 
-    out = checkpoint_out(args.out, args.force)
+    out = checkpoint_out(args.out, args.force, inputs=[args.model])
     targets = targets_arg(args.targets, example="'[\"fc1\", \"fc2\"]' or '{\"fc3\": null}'")
     model, meta = load_model_arg(args.model)
     arch = meta.get("architecture", {}).get("name")
-    shape = list(get_entry(arch).input_shape or []) if arch else None
+    entry_shape = _registered_shape(arch)
+    config = build_config(args, None if args.dataset else entry_shape)  # options checked before data loads
     calib = None
-    config = None
-    if shape == [1, 28, 28] or arch is None:
-        config = build_config(args, None)  # validate the options before loading data
-        calib = load_dataset(args.dataset, "train", data_dir=args.data_dir).subset(args.calib_samples)
-    else:
-        config = build_config(args, shape)
+    if args.dataset is not None or entry_shape is None or args.method in ("wanda", "taylor"):
+        args.dataset = args.dataset or "fashion-mnist"
+        got = data_arg(args, "train", meta)
+        calib = got.subset(args.calib_samples) if isinstance(got, ImageData) else got
     pruned, report = prune(model, config, targets=targets, calib_data=calib)
     pruned = make_permanent(pruned, inplace=True)
     save_checkpoint(
@@ -93,3 +99,16 @@ def run(args: argparse.Namespace) -> int:
     rows = [[k, v] for k, v in s.items() if isinstance(v, int | float) and not isinstance(v, bool)]
     print_table(f"prune {config.method}: {args.model} -> {out}", ["metric", "value"], rows)
     return 0
+
+
+def _registered_shape(arch: str | None) -> list[int] | None:
+    """The input shape a registered model declares (its example input when no --data is given)."""
+    from torchslim.errors import ConfigError
+    from torchslim.models import get_entry
+
+    if not arch:
+        return None
+    try:
+        return list(get_entry(arch).input_shape or []) or None
+    except ConfigError:  # not a registered name (a factory): no declared shape
+        return None

@@ -19,7 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     from torchslim.cli._common import add_data_args
 
     p = sub.add_parser("quantize", help="quantize a model (fp16/bf16, int8 dynamic/static, int4/int8 weight-only, QAT)")
-    p.add_argument("model", help="a torchslim .safetensors checkpoint, or a registered model name (random init)")
+    from torchslim.cli._common import MODEL_HELP
+
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--method", required=True, choices=list(METHODS))
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors; a .json sidecar is written)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
@@ -33,9 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="qat: training epochs")
     p.add_argument("--learn-scales", action="store_true", help="qat: train the activation scales (LSQ)")
     p.add_argument("--targets", default=None, help='JSON {"layer or re:pattern or Type": null to keep in float}')
-    p.add_argument("--calib-samples", type=int, default=512, help="calibration images from the train split")
+    p.add_argument("--calib-samples", type=int, default=512, help="calibration samples from the train split")
     p.add_argument("--report-json", default=None, help="also write the per-layer report to this JSON file")
-    add_data_args(p)
+    add_data_args(p, default=None)  # int8-static / qat fall back to fashion-mnist; the others need no data
     p.set_defaults(func=run)
 
 
@@ -75,23 +77,33 @@ def build_config(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
 
     from torchslim.checkpoint import save_checkpoint
-    from torchslim.cli._common import checkpoint_out, load_model_arg, print_table, targets_arg
+    from torchslim.cli._common import (
+        checkpoint_out,
+        data_arg,
+        load_model_arg,
+        print_table,
+        targets_arg,
+    )
+    from torchslim.data import ImageData
+    from torchslim.errors import ConfigError
     from torchslim.io import write_json
     from torchslim.quantization import quantize
 
-    out = checkpoint_out(args.out, args.force)
+    out = checkpoint_out(args.out, args.force, inputs=[args.model])
     config = build_config(args)  # options are checked before any data or model is loaded
     targets = targets_arg(args.targets, example="'{\"fc3\": null}'", mapping_only=True)
     model, meta = load_model_arg(args.model)
     arch = meta.get("architecture", {}).get("name")
+    if args.calib_samples < 1:
+        raise ConfigError(f"--calib-samples must be >= 1, got {args.calib_samples}")
     calib = train = val = None
-    if args.method in ("int8-static", "qat", "int8-dynamic", "weight-only"):
-        from torchslim.data import load_dataset
-
-        train_full = load_dataset(args.dataset, "train", data_dir=args.data_dir)
-        calib = train_full.subset(args.calib_samples)
+    if args.method in ("int8-static", "qat") or args.dataset is not None:
+        # Dynamic and weight-only INT8 need no data; given --data, the report measures their output error.
+        args.dataset = args.dataset or "fashion-mnist"
+        train_full = data_arg(args, "train", meta)
+        calib = train_full.subset(args.calib_samples) if isinstance(train_full, ImageData) else train_full
         if args.method == "qat":
-            train, val = train_full, load_dataset(args.dataset, "val", data_dir=args.data_dir)
+            train, val = train_full, data_arg(args, "val", meta)
     qmodel, report = quantize(model, config, calib_data=calib, targets=targets, train_data=train, val_data=val, quiet=False)
     save_checkpoint(
         qmodel, out, architecture=arch, architecture_config=meta.get("architecture", {}).get("config") or None,

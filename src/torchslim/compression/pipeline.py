@@ -65,8 +65,8 @@ def deep_compress(
     needs_data = config.share_train is not None or (config.prune is not None and (
         config.prune.train.epochs > 0 or (config.prune.schedule == "gradual" and config.prune.prune_epochs > 0)))  # fmt: skip
     if needs_data:
-        train_data = train_data or load_dataset(config.dataset, "train")
-        val_data = val_data or load_dataset(config.dataset, "val")
+        train_data = load_dataset(config.dataset, "train") if train_data is None else train_data
+        val_data = load_dataset(config.dataset, "val") if val_data is None else val_data
     distills = (config.prune is not None and config.prune.train.distill is not None) or (
         config.share_train is not None and config.share_train.distill is not None)  # fmt: skip
     if distills and teacher is None:

@@ -315,6 +315,12 @@ def as_data(
     return Data(data, input_fn=input_fn, target_fn=target_fn, batch_size=batch_size)
 
 
+def first_input(data: Any) -> ModelInput:
+    """The model's arguments for the first batch of any data (an ``ImageData`` included)."""
+    d = as_data(data)
+    return d.inputs(d.first())
+
+
 def output_tensor(out: Any) -> torch.Tensor:
     """The tensor a metric or a loss reads from a model's output: itself, ``.logits``, or the first element."""
     if isinstance(out, torch.Tensor):

@@ -9,7 +9,6 @@ from torchslim.measure.latency import (
     num_threads,
     peak_rss_mb,
     reuse_freed_memory,
-    timed_runtime,
 )
 from torchslim.measure.macs import count_macs
 from torchslim.measure.size import count_params, file_size, saved_size, sparsity
@@ -17,5 +16,4 @@ from torchslim.measure.size import count_params, file_size, saved_size, sparsity
 __all__ = [
     "LatencyStats", "accuracy", "compare_latency", "count_macs", "count_params", "embedding_fidelity", "evaluate",
     "file_size", "measure_latency", "num_threads", "peak_rss_mb", "predict", "reuse_freed_memory", "saved_size", "sparsity",
-    "timed_runtime",
 ]  # fmt: skip

@@ -66,27 +66,6 @@ def _batch_of(example: Any) -> int:
     return ModelInput(args).batch_size
 
 
-def timed_runtime(model: Any) -> tuple[Callable[..., Any], str]:
-    """What to time for ``model``, and its name: ``"compile_int8"`` or ``"eager"``.
-
-    A static INT8 CNN (``StaticInt8Config``, QAT's integer model) is timed as its
-    :func:`~torchslim.quantization.compile_int8` lowering: the runtime torchslim ships for it, with
-    outputs identical to the eager model's, so accuracy measured on either is the same. Every
-    other model is timed as it is, as is a static model whose forward torch.fx cannot trace.
-    """
-    # Imported here: measurement sits below quantization in the package layout.
-    from torchslim.errors import CompatibilityError
-    from torchslim.quantization import compile_int8
-    from torchslim.quantization.static_modules import has_static_layers
-
-    if isinstance(model, torch.nn.Module) and has_static_layers(model):
-        try:
-            return compile_int8(model), "compile_int8"
-        except CompatibilityError:
-            pass
-    return model, "eager"
-
-
 @torch.inference_mode()
 def measure_latency(
     fn: Callable[..., Any], example: Any, *, warmup: int = 10, runs: int = 50, threads: int | None = 2

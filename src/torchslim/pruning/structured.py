@@ -40,8 +40,9 @@ class _Plan:
     handler: Any
     channels: int
     ratio: float
-    importance: torch.Tensor
-    n_prune: int = 0
+    importance: torch.Tensor  # one score per position within a channel group
+    ch_groups: int = 1  # equal slices that each lose the same positions (grouped conv, heads)
+    n_prune: int = 0  # positions removed from every slice
 
 
 def _shape(m: nn.Module) -> dict[str, int]:
@@ -69,6 +70,29 @@ def _round_keep(keep: int, channels: int, round_to: int | None) -> int:
         return channels  # cannot reach a multiple; leave the layer whole (reported)
     k = int(math.floor(keep / round_to + 0.5)) * round_to
     return min(k, channels - channels % round_to)
+
+
+def _channel_groups(group: Any, names: dict[nn.Module, str], root: str, channels: int) -> int:
+    """Into how many equal slices the group's channels fall. A grouped convolution, a GroupNorm or an
+    attention layer's heads only stay consistent if every slice loses the same positions (as
+    Torch-Pruning's own pruners do with ``in/out_channel_groups`` and ``num_heads``)."""
+    found: dict[str, int] = {}
+    for dep, _ in group:
+        m = dep.target.module
+        if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d) and m.groups > 1:
+            if not m.groups == m.in_channels == m.out_channels:  # depthwise: each channel is its own group already
+                found[names.get(m, str(m))] = m.groups
+        elif isinstance(m, nn.GroupNorm) and m.num_groups > 1:
+            found[names.get(m, str(m))] = m.num_groups
+        elif isinstance(m, nn.MultiheadAttention) and m.num_heads > 1:
+            found[names.get(m, str(m))] = m.num_heads
+    n = max(found.values(), default=1)
+    if channels % n or any(n % g for g in found.values()):
+        raise CompatibilityError(
+            f"the channels of layer {root} are split into {sorted(set(found.values()))} groups by {sorted(found)}; no "
+            f"channel removal keeps all of them whole. Keep this group whole with targets={{{root!r}: None}}"
+        )
+    return n
 
 
 def _importance(tp: Any, kind: str) -> Any:
@@ -117,8 +141,8 @@ def prune_structured(
     # Torch-Pruning follows the autograd graph, so frozen parameters (a distillation teacher, a
     # frozen backbone) would hide every layer; trace with gradients on, restore the flags after.
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
-    for p in model.parameters():
-        p.requires_grad_(True)
+    for prm in model.parameters():
+        prm.requires_grad_(True)
     try:
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
     except Exception as exc:  # Torch-Pruning raises plain errors from tracing
@@ -137,14 +161,8 @@ def prune_structured(
         root, handler = group[0].dep.target.module, group[0].dep.handler
         name = names.get(root, str(root))
         members = [names.get(dep.target.module, "?") for dep, _ in group if dg.is_out_channel_pruning_fn(dep.handler)]
-        for dep, _ in group:
-            m = dep.target.module
-            if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Conv3d) and 1 < m.groups and not (m.groups == m.in_channels == m.out_channels):
-                raise CompatibilityError(
-                    f"layer {names.get(m, m)} is a grouped convolution (groups={m.groups}, not depthwise); torchslim's "
-                    "structured pruning supports depthwise and ordinary convolutions only: exclude it with targets={name: None}"
-                )
         channels = dg.get_out_channels(root)
+        ch_groups = _channel_groups(group, names, name, channels)
         ratio = min(ratios[n] for n in members if n in ratios) if any(n in ratios for n in members) else config.ratio
         imp = importance(group)
         if imp is None:
@@ -153,7 +171,8 @@ def prune_structured(
         imp = imp.detach().float().cpu()
         if imp.numel() != channels:
             raise CompatibilityError(f"layer {name}: importance has {imp.numel()} entries for {channels} channels; this coupling is unsupported")
-        plans.append(_Plan(root, name, handler, channels, ratio, imp))
+        imp = imp.view(ch_groups, -1).mean(0)  # a position's score over all slices (Torch-Pruning's rule)
+        plans.append(_Plan(root, name, handler, channels // ch_groups, ratio, imp, ch_groups))
     if batches is not None:
         model.zero_grad(set_to_none=True)
     if not plans:
@@ -176,11 +195,13 @@ def prune_structured(
             p.n_prune = int(p.ratio * p.channels)
     emptied = []
     for p in plans:
-        keep = _round_keep(p.channels - p.n_prune, p.channels, config.round_to)
+        # the kept total (per-slice count x slices) must be a multiple of round_to
+        step = config.round_to // math.gcd(config.round_to, p.ch_groups) if config.round_to else None
+        keep = _round_keep(p.channels - p.n_prune, p.channels, step)
         if keep <= 0:
-            emptied.append(f"{p.name} ({p.channels})")
-        elif keep == p.channels and p.n_prune and config.round_to and p.channels < config.round_to:
-            skipped[p.name] = f"{p.channels} channels, fewer than round_to={config.round_to}"
+            emptied.append(f"{p.name} ({p.channels * p.ch_groups})")
+        elif keep == p.channels and p.n_prune and step and p.channels < step:
+            skipped[p.name] = f"{p.channels * p.ch_groups} channels in {p.ch_groups} group(s), too few for round_to={config.round_to}"
         p.n_prune = p.channels - keep
     if emptied:
         raise ConfigError(
@@ -194,14 +215,16 @@ def prune_structured(
     for p in plans:
         if not p.n_prune:
             continue
-        idxs = torch.argsort(p.importance)[: p.n_prune].tolist()
+        local = torch.argsort(p.importance)[: p.n_prune].tolist()
+        idxs = [i + g * p.channels for g in range(p.ch_groups) for i in local]
         group = dg.get_pruning_group(p.root, p.handler, idxs)
         if not dg.check_pruning_group(group):
-            raise CompatibilityError(f"layer {p.name}: removing {p.n_prune} of {p.channels} channels would leave a coupled layer empty")
+            raise CompatibilityError(f"layer {p.name}: removing {len(idxs)} of {p.channels * p.ch_groups} channels would leave a coupled layer empty")
         group.prune()
+        _check_runs(model, example, p.name, group, names)
     model.train(was)
-    for n, p in model.named_parameters():
-        p.requires_grad_(n not in frozen)
+    for n, prm in model.named_parameters():
+        prm.requires_grad_(n not in frozen)
 
     report = Report("prune", "structured")
     prof_after = profile(model, example)  # also proves the pruned model still runs
@@ -221,10 +244,29 @@ def prune_structured(
     report.summary = {
         "method": "structured", "importance": config.importance, "scope": config.scope, "round_to": config.round_to,
         "groups": len(plans), "groups_pruned": sum(1 for p in plans if p.n_prune),
-        "channels_removed": sum(p.n_prune for p in plans), "channels_before": sum(p.channels for p in plans),
+        "channels_removed": sum(p.n_prune * p.ch_groups for p in plans),
+        "channels_before": sum(p.channels * p.ch_groups for p in plans),
         "macs_before": macs_before, "macs_after": macs_after,
         "mac_reduction": (macs_before / macs_after) if macs_before and macs_after else None,
         "params_before": sum(pb for _, pb in shapes_before.values()),
         "params_after": sum(_params(m) for n, m in model.named_modules() if n in shapes_before),
     }  # fmt: skip
     return model, report
+
+
+@torch.no_grad()
+def _check_runs(model: nn.Module, example: torch.Tensor, root: str, group: Any, names: dict[nn.Module, str]) -> None:
+    # The model ran before pruning, so a failure now means its code fixes this group's width
+    # (e.g. torchvision's ViT reshapes to ``self.hidden_dim``), which no graph can see. One
+    # forward per group names the group to keep; pruning is one-off, so its cost is small.
+    try:
+        model(example)
+    except Exception as exc:  # the model's own shape errors come as many types
+        pnames = {p: n for n, p in model.named_parameters()}  # Torch-Pruning also couples bare Parameters
+        coupled = sorted({names.get(dep.target.module) or pnames.get(dep.target.module, "") for dep, _ in group} - {root, ""})
+        raise CompatibilityError(
+            f"removing channels of layer {root} (coupled with {len(coupled)} layers: {', '.join(coupled[:5])}"
+            f"{', ...' if len(coupled) > 5 else ''}) breaks the model's forward ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:160]}): its code relies on that width. Keep this group whole with "
+            f"targets={{{root!r}: None}}; the other groups are still pruned"
+        ) from exc

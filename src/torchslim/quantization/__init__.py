@@ -35,7 +35,12 @@ from torchslim.quantization.config import (
 from torchslim.quantization.config import (
     QuantConfig as QuantConfig,
 )
-from torchslim.quantization.modules import Int8DynamicLinear, WeightOnlyLinear, compile_int8
+from torchslim.quantization.modules import (
+    Int8DynamicLinear,
+    WeightOnlyLinear,
+    compile_int8,
+    timed_runtime,
+)
 from torchslim.quantization.static_modules import QConv2d, QLinear, QTensor
 
 _register_codecs()
@@ -43,5 +48,5 @@ _register_codecs()
 __all__ = [
     "BF16Config", "DynamicInt8Config", "FP16Config", "Int8DynamicLinear", "QATConfig", "QConv2d", "QLinear",
     "QTensor", "SeedDynamicConfig", "StaticInt8Config", "WeightOnlyConfig", "WeightOnlyLinear",
-    "check_not_quantized", "compile_int8", "quantize",
+    "check_not_quantized", "compile_int8", "quantize", "timed_runtime",
 ]  # fmt: skip

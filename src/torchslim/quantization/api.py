@@ -10,8 +10,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from torchslim.data.protocol import ModelInput, as_data, describe, output_tensor
 from torchslim.errors import CompatibilityError, ConfigError, DataError, TargetError
 from torchslim.layer_report import Report
+from torchslim.modes import kept_mode
 from torchslim.quantization.config import (
     CONFIGS,
     BF16Config,
@@ -41,12 +43,14 @@ def quantize(
     targets: Mapping[str, Any] | None = None,
     train_data: Any = None,
     val_data: Any = None,
+    input_fn: Any = None,
     quiet: bool = True,
 ) -> tuple[nn.Module, Report]:
     """Quantize a copy of ``model`` with the method ``config`` names; returns ``(model, report)``.
 
-    * ``calib_data``: input samples (a tensor ``[N, ...]``, an ``ImageData``, or an iterable of
-      tensors / ``(x, y)`` batches). Required by :class:`StaticInt8Config` and
+    * ``calib_data``: input samples: any DataLoader or iterable of batches (tensors, ``(x, y)``
+      tuples, dicts), a tensor ``[N, ...]`` or an ``ImageData``, read with ``input_fn`` (see
+      :mod:`torchslim.data.protocol`). Required by :class:`StaticInt8Config` and
       :class:`QATConfig`; with other methods it measures the output error in the report.
     * ``targets``: the one targeting rule (:func:`torchslim.targets.resolve_targets`); a value of
       ``None`` keeps a layer in float (mixed precision), any other value quantizes it.
@@ -86,7 +90,8 @@ def quantize(
             "DynamicInt8Config needs none"
         )
     limit = getattr(config, "max_calib_samples", None)
-    calib = None if calib_data is None else calib_tensor(calib_data, model, limit)
+    calib = None if calib_data is None else calib_inputs(calib_data, model, limit, input_fn=input_fn,
+                                                         batch_size=getattr(config, "batch_size", 128))  # fmt: skip
     if isinstance(config, QATConfig) and (train_data is None or val_data is None):
         raise ConfigError("QATConfig trains the model: pass train_data= and val_data= (ImageData)")
 
@@ -149,56 +154,41 @@ def check_not_quantized(model: nn.Module) -> None:
             )
 
 
-def _iter_batches(data: Any) -> Iterable[Any]:
-    if hasattr(data, "images") and isinstance(data.images, torch.Tensor):
-        return [data.images]
-    if isinstance(data, torch.Tensor):
-        return [data]
-    if isinstance(data, (str, bytes, Mapping)):
-        raise DataError(f"calib_data must be a tensor, an ImageData or batches of tensors, not {type(data).__name__}")
-    return data
-
-
-def calib_tensor(data: Any, model: nn.Module, limit: int | None = None) -> torch.Tensor:
-    """All calibration inputs as one float tensor, checked: non-empty, finite, fits ``model``."""
-    parts: list[torch.Tensor] = []
+def calib_inputs(
+    data: Any, model: nn.Module, limit: int | None = None, *, input_fn: Any = None, batch_size: int = 128
+) -> list[ModelInput]:
+    """The calibration batches as the model's arguments, checked before any work: non-empty,
+    finite, float inputs, and the model runs on the first batch. At most ``limit`` samples."""
+    d = as_data(data, input_fn=input_fn, batch_size=batch_size).bind(model)
+    out: list[ModelInput] = []
     total = 0
-    try:
-        for b in _iter_batches(data):
-            x = b[0] if isinstance(b, (tuple, list)) else b
-            if not isinstance(x, torch.Tensor):
-                raise DataError(f"calibration batches must be tensors or (x, y) pairs, got {type(x).__name__}")
-            parts.append(x)
-            total += len(x) if x.dim() else 1
-            if limit is not None and total >= limit:
-                break
-    except TypeError as exc:
-        raise DataError(f"calib_data of type {type(data).__name__} is not iterable; pass a tensor [N, ...]") from exc
-    if not parts or total == 0 or any(p.numel() == 0 for p in parts):
+    for b in d:
+        inp = d.inputs(b)
+        if limit is not None and total + inp.batch_size > limit:
+            inp = inp.resized(limit - total)
+        if inp.batch_size == 0 or not inp.tensors():
+            continue
+        out.append(inp)
+        total += inp.batch_size
+        if limit is not None and total >= limit:
+            break
+    if not out:
         raise DataError("calib_data is empty; pass a few hundred representative input samples")
-    shapes = {tuple(p.shape[1:]) for p in parts}
-    if len(shapes) > 1:
-        raise DataError(f"calibration batches have different sample shapes {sorted(shapes)}; they must all match")
-    x = torch.cat(parts)[:limit] if limit else torch.cat(parts)
-    if not x.is_floating_point():
-        raise DataError(f"calib_data has dtype {x.dtype}; pass the model's float inputs (normalized images)")
-    bad = int((~torch.isfinite(x)).sum())
-    if bad:
-        raise DataError(f"calib_data contains {bad} NaN or infinite values (of {x.numel()}); clean or drop those samples")
-    x = x.float()
-    was = model.training
-    try:
-        model.eval()
-        with torch.inference_mode():
-            model(x[:2])
-    except Exception as exc:  # the model's own shape errors come as many types
+    if not any(t.is_floating_point() for i in out for t in i.tensors()) and all(i.kwargs == {} for i in out):
         raise DataError(
-            f"calibration samples of shape {tuple(x.shape[1:])} do not fit the model ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200]}); pass inputs shaped like the model's training data"
-        ) from exc
-    finally:
-        model.train(was)
-    return x
+            f"calib_data holds no floating-point inputs ({describe(out[0])}); pass the model's float inputs (normalized images)"
+        )
+    shapes = {tuple(tuple(t.shape[1:]) for t in i.tensors() if t.is_floating_point()) for i in out}
+    if len(shapes) > 1:  # float inputs (images, features) of one model share a sample shape; token ids may not
+        raise DataError(f"calibration batches have different sample shapes {sorted(shapes)}; they must all match")
+    for i in out:
+        for t in i.tensors():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise DataError(f"calib_data contains {bad} NaN or infinite values (of {t.numel()}); clean or drop those samples")
+    d_first = as_data([out[0]], input_fn=lambda x: x)
+    d_first.check(model, "calib_data")
+    return out
 
 
 def _resolve(model: nn.Module, targets: Mapping[str, Any] | None, types: tuple[type[nn.Module], ...]) -> dict[str, Any]:
@@ -210,7 +200,32 @@ def _resolve(model: nn.Module, targets: Mapping[str, Any] | None, types: tuple[t
             f"target(s) {bad} name {[type(mods[n]).__name__ for n in bad]} layers this method cannot quantize; "
             f"it handles {'/'.join(t.__name__ for t in types)}"
         )
-    return layers
+    kept = _weight_read_by_parent(model)
+    named = [n for n in layers if n in kept and n in (targets or {})]
+    if named:
+        raise TargetError(f"cannot quantize {named[0]}: {kept[named[0]]}; remove it from targets")
+    return {n: v for n, v in layers.items() if n not in kept}
+
+
+# Parents whose forward reads a child Linear's weight/bias tensors instead of calling the child, so
+# a swapped-in quantized layer (which has no float ``weight``) breaks them.
+_READS_CHILD_WEIGHT: dict[type[nn.Module], tuple[str, ...]] = {nn.MultiheadAttention: ("out_proj",)}
+
+
+def _weight_read_by_parent(model: nn.Module) -> dict[str, str]:
+    """``{layer name: reason}`` for Linear layers that must stay float because their parent reads their weight."""
+    out: dict[str, str] = {}
+    for pname, parent in model.named_modules():
+        for ptype, attrs in _READS_CHILD_WEIGHT.items():
+            if isinstance(parent, ptype):
+                for a in attrs:
+                    if isinstance(getattr(parent, a, None), nn.Linear):
+                        out[f"{pname}.{a}" if pname else a] = f"nn.{ptype.__name__} reads {a}'s weight directly; kept in float"
+    for name, m in model.named_modules():
+        # torch marks such layers with this subclass (any parent, not only MultiheadAttention).
+        if isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear) and name not in out:
+            out[name] = "a NonDynamicallyQuantizableLinear: its parent reads its weight directly; kept in float"
+    return out
 
 
 def _check_range(prec: Precision) -> None:
@@ -228,10 +243,18 @@ def _report_unsupported(
     skip_bn: bool = False,
 ) -> None:  # fmt: skip
     done = {e.name for e in report.layers}
+    kept = _weight_read_by_parent(model)
     for name, m in model.named_modules():
-        if not name or name in layers or name in done:
+        if not name or name in done:
+            continue
+        if name in layers:  # targeted but not converted: static flow never sees layers inside FX leaf modules
+            report.add(name, type(m).__name__, "skipped", "not called as a module in the traced graph "
+                       "(inside a torch.nn module that torch.fx keeps whole); kept in float")  # fmt: skip
             continue
         if not any(True for _ in m.parameters(recurse=False)):
+            continue
+        if name in kept:
+            report.add(name, type(m).__name__, "skipped", kept[name])
             continue
         if skip_bn and isinstance(m, nn.BatchNorm2d):
             report.add(name, type(m).__name__, "skipped", "BatchNorm not after a Conv2d: left in float")
@@ -253,7 +276,34 @@ def _swap_linears(model: nn.Module, layers: Mapping[str, Any], report: Report, a
         report.add(name, "Linear", action, detail,
                    before={"weight_bytes": old.weight.numel() * 4 + (old.bias.numel() * 4 if old.bias is not None else 0), "dtype": "float32"},
                    after={"weight_bytes": after, "dtype": action.split("-")[0], "weight_rel_error": round(err, 5)})  # fmt: skip
+    off = _avoid_fused_paths(new, layers)
+    if off:
+        report.summary["fused_path_off"] = off
     return new
+
+
+def _no_op_hook(_m: nn.Module, _args: Any) -> None:
+    return None
+
+
+def _avoid_fused_paths(model: nn.Module, swapped: Iterable[str]) -> list[str]:
+    """Keep torch's fused Transformer kernels, which read each Linear's float ``weight``, off the
+    encoder layers that now hold quantized Linears; returns the modules changed."""
+    swapped = set(swapped)
+    off = []
+    for name, m in model.named_modules():
+        if not isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
+            continue
+        prefix = f"{name}." if name else ""
+        if not any(s.startswith(prefix) for s in swapped):
+            continue
+        if isinstance(m, nn.TransformerEncoder):
+            m.use_nested_tensor = False  # its nested-tensor check reads layers[0]'s Linear weights
+        else:
+            # torch checks for hooks before it reads the weights, and takes the fast path only without them.
+            m.register_forward_pre_hook(_no_op_hook)
+        off.append(name or "<root>")
+    return off
 
 
 def _cast(model: nn.Module, dtype: torch.dtype, report: Report) -> nn.Module:
@@ -297,20 +347,29 @@ def seed_dynamic(model: nn.Module, report: Report) -> nn.Module:
 
 
 @torch.inference_mode()
-def _summarize(model: nn.Module, new: nn.Module, report: Report, calib: torch.Tensor | None) -> None:
+def _summarize(model: nn.Module, new: nn.Module, report: Report, calib: list[ModelInput] | None) -> None:
     counts: dict[str, int] = {}
     for e in report.layers:
         counts[e.action] = counts.get(e.action, 0) + 1
     report.summary["layers"] = counts
     report.summary["skipped"] = [f"{e.name}: {e.detail}" for e in report.skipped]
-    if calib is not None:
-        x = calib[:256]
-        was = model.training
+    if calib is None:
+        return
+    num = den = agree = n = 0.0
+    with kept_mode(model):
         model.eval()
-        ref = model(x)
-        model.train(was)
-        out = new(x)
-        if isinstance(ref, torch.Tensor) and isinstance(out, torch.Tensor):
-            report.summary["output_rel_error"] = round(float((out.float() - ref).norm() / ref.norm().clamp(min=1e-12)), 6)
+        for inp in calib[: max(1, 256 // max(1, calib[0].batch_size))]:
+            try:
+                ref, out = output_tensor(inp(model)).float(), output_tensor(inp(new)).float()
+            except DataError:
+                return
+            if ref.shape != out.shape:
+                return
+            num += float(((out - ref) ** 2).sum())
+            den += float((ref**2).sum())
             if ref.dim() == 2:
-                report.summary["top1_agreement"] = round(float((out.argmax(1) == ref.argmax(1)).float().mean()), 4)
+                agree += float((out.argmax(1) == ref.argmax(1)).sum())
+                n += len(ref)
+    report.summary["output_rel_error"] = round((num / max(den, 1e-24)) ** 0.5, 6)
+    if n:
+        report.summary["top1_agreement"] = round(agree / n, 4)

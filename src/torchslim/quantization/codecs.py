@@ -3,13 +3,26 @@
 The checkpoint stores a module's constructor arguments as JSON (``to_config``) and its integer
 buffers as safetensors tensors, then rebuilds it with ``from_config`` before ``load_state_dict``.
 Registered when :mod:`torchslim.quantization` is imported.
+
+Two states need more than a config: the seed's ``torch.ao`` dynamic Linear keeps its int8 weight
+packed (its ``state_dict`` holds a dtype and a tuple, which safetensors cannot store), so its
+codec saves the int8 values, scale, zero point and bias as plain tensors and repacks them; an
+FP16/BF16 model carries cast hooks on its root, which a model codec re-installs on load.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from torchslim.checkpoint import register_codec
+import torch
+import torch.ao.nn.quantized.dynamic as nnqd
+import torch.nn as nn
+
+from torchslim._version import __version__
+from torchslim.checkpoint import register_codec, register_model_codec
+from torchslim.errors import CheckpointError
+from torchslim.layer_report import Report
+from torchslim.quantization.api import _CAST_HOOKS, _cast
 from torchslim.quantization.modules import Int8DynamicLinear, WeightOnlyLinear
 
 
@@ -24,9 +37,67 @@ def _weight_only_cfg(m: WeightOnlyLinear) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _seed_dynamic_cfg(m: nnqd.Linear) -> dict[str, Any]:
+    w, b = m._weight_bias()
+    if w.is_quantized and w.qscheme() not in (torch.per_tensor_affine, torch.per_channel_affine):
+        raise CheckpointError(
+            f"a dynamic Linear with weight qscheme {w.qscheme()} cannot be saved; quantize with DynamicInt8Config instead"
+        )
+    dtype = str(m._packed_params.dtype).removeprefix("torch.")
+    per_channel = w.is_quantized and w.qscheme() == torch.per_channel_affine
+    return {"in_features": m.in_features, "out_features": m.out_features, "bias": b is not None, "dtype": dtype,
+            "per_channel": per_channel}  # fmt: skip
+
+
+def _seed_dynamic_from(c: dict[str, Any]) -> nnqd.Linear:
+    m = nnqd.Linear(c["in_features"], c["out_features"], bias_=c["bias"], dtype=getattr(torch, c["dtype"]))
+    if c.get("per_channel"):  # its qparams are vectors: give the placeholder weight their shapes
+        n = c["out_features"]
+        zeros, ones = torch.zeros(n, c["in_features"], dtype=torch.int8), torch.ones(n, dtype=torch.float64)
+        w = torch._make_per_channel_quantized_tensor(zeros, ones, torch.zeros(n, dtype=torch.long), 0)
+        m.set_weight_bias(w, m._weight_bias()[1])
+    return m
+
+
+def _seed_dynamic_state(m: nnqd.Linear) -> dict[str, torch.Tensor]:
+    w, b = m._weight_bias()
+    out = {"bias": b.detach()} if b is not None else {}
+    if not w.is_quantized:  # dtype=torch.float16 packs float16 values (unpacked as float32)
+        return {**out, "weight": w.to(torch.float16)}
+    if w.qscheme() == torch.per_tensor_affine:  # 0-dim qparams mark per-tensor, 1-dim per-channel (axis 0)
+        scale, zp = torch.tensor(w.q_scale(), dtype=torch.float64), torch.tensor(w.q_zero_point())
+    else:
+        scale, zp = w.q_per_channel_scales(), w.q_per_channel_zero_points()
+    return {**out, "weight": w.int_repr(), "weight_scale": scale, "weight_zero_point": zp}
+
+
+def _seed_dynamic_load(m: nnqd.Linear, st: dict[str, torch.Tensor]) -> None:
+    w, scale, zp = st["weight"], st.get("weight_scale"), st.get("weight_zero_point")
+    if scale is not None and zp is not None:
+        w = (
+            torch._make_per_tensor_quantized_tensor(w, float(scale), int(zp))
+            if scale.dim() == 0
+            else torch._make_per_channel_quantized_tensor(w, scale, zp, 0)
+        )
+    m.set_weight_bias(w if w.is_quantized else w.float(), st.get("bias"))
+
+
+_CAST_DTYPES = {str(d): d for d in (torch.float16, torch.bfloat16)}
+
+
+def _restore_cast(model: nn.Module, dtype: str) -> nn.Module:
+    if dtype not in _CAST_DTYPES:
+        raise CheckpointError(f"checkpoint casts the model to {dtype}; torchslim {__version__} casts to {sorted(_CAST_DTYPES)}")
+    # quantize()'s own cast: the same dtype and the same input/output hooks as before saving.
+    return _cast(model, _CAST_DTYPES[dtype], Report("quantize", "cast"))
+
+
 def register_all() -> None:
     register_codec("int8_dynamic_linear", Int8DynamicLinear, _int8_dynamic_cfg, lambda c: Int8DynamicLinear(**c))
     register_codec("weight_only_linear", WeightOnlyLinear, _weight_only_cfg, lambda c: WeightOnlyLinear(**c))
+    register_codec("seed_dynamic_linear", nnqd.Linear, _seed_dynamic_cfg, _seed_dynamic_from,
+                   get_state=_seed_dynamic_state, set_state=_seed_dynamic_load)  # fmt: skip
+    register_model_codec("cast", lambda m: getattr(m, _CAST_HOOKS, None), _restore_cast)
     register_static()
 
 

@@ -474,3 +474,22 @@ class WeightOnlyLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, group_size={self.group_size}"
+
+
+def timed_runtime(model: Any) -> tuple[Any, str]:
+    """What to time for ``model``, and its name: ``"compile_int8"`` or ``"eager"``.
+
+    A static INT8 CNN (``StaticInt8Config``, QAT's integer model) is timed as its
+    :func:`~torchslim.quantization.compile_int8` lowering: the runtime torchslim ships for it, with
+    outputs identical to the eager model's, so accuracy measured on either is the same. Every
+    other model is timed as it is, as is a static model whose forward torch.fx cannot trace.
+    """
+    from torchslim.errors import CompatibilityError
+    from torchslim.quantization.static_modules import has_static_layers
+
+    if isinstance(model, torch.nn.Module) and has_static_layers(model):
+        try:
+            return compile_int8(model), "compile_int8"
+        except CompatibilityError:
+            pass
+    return model, "eager"

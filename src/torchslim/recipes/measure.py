@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from torchslim.data.datasets import ImageData
-from torchslim.measure import accuracy, count_macs, count_params, measure_latency, timed_runtime
+from torchslim.data.protocol import first_input
+from torchslim.measure import count_macs, count_params, measure_latency
+from torchslim.modes import kept_mode
 
 HIST_BINS = 60
 
@@ -88,7 +89,7 @@ def layer_table(model: nn.Module) -> list[dict[str, Any]]:
 
 
 @torch.inference_mode()
-def layer_macs(model: nn.Module, example: torch.Tensor) -> int | None:
+def layer_macs(model: nn.Module, example: Any) -> int | None:
     """Dense-equivalent MACs summed over weight layers, from their output shapes.
 
     For integer kernels FlopCounterMode has no formula (it counts 0); each weight layer does
@@ -112,7 +113,13 @@ def layer_macs(model: nn.Module, example: torch.Tensor) -> int | None:
         if _is_layer(name, m):
             handles.append(m.register_forward_hook(hook))
     try:
-        model.eval()(example)
+        run = model.eval()
+        if isinstance(example, dict):
+            run(**example)
+        elif isinstance(example, tuple):
+            run(*example)
+        else:
+            run(example)
     finally:
         for h in handles:
             h.remove()
@@ -154,29 +161,41 @@ def saved_file_size(model: nn.Module, architecture: str | None, architecture_con
 
 
 def measure_stage(
-    model: nn.Module, test: ImageData, *, architecture: str | None, architecture_config: dict[str, Any] | None,
-    latency_runs: int, size_bytes: int | None = None,
+    model: nn.Module, test: Any, *, architecture: str | None, architecture_config: dict[str, Any] | None,
+    latency_runs: int, size_bytes: int | None = None, metric: Any = "accuracy", runtime: Any = None,
+    runtime_name: str = "eager",
 ) -> dict[str, Any]:  # fmt: skip
-    """Accuracy, file size, MACs, sparsity, latency at batch 1 and 64, per-layer table."""
-    model.eval()
-    out: dict[str, Any] = {"accuracy": accuracy(model, test)}
-    out["size_bytes"] = size_bytes if size_bytes is not None else saved_file_size(model, architecture, architecture_config)
-    out.update(count_params(model))
-    layers = layer_table(model)
-    total = sum(r["numel"] for r in layers)
-    out["sparsity"] = sum(r["sparsity"] * r["numel"] for r in layers) / total if total else 0.0
-    example = test.images[:1]
-    try:
-        out["macs"] = count_macs(model, example)
-    except Exception:  # noqa: BLE001 - an operator without a FLOP formula; counted per layer below
-        out["macs"] = 0
-    # Integer kernels have no FLOP formula (FlopCounterMode skips them): count those layers from
-    # their shapes and keep the larger figure, so MACs stay the dense-equivalent count.
-    out["macs"] = max(out["macs"] or 0, layer_macs(model, example) or 0) or None
-    runtime, out["latency_runtime"] = timed_runtime(model)  # a static INT8 CNN: its compile_int8 lowering
-    for b in (1, 64):
-        x = test.images[:b] if len(test) >= b else test.images[:1].repeat(b, 1, 1, 1)
-        st = measure_latency(runtime, x, runs=latency_runs, warmup=max(2, latency_runs // 5), threads=torch.get_num_threads())
-        out[f"latency_ms_b{b}"] = st.median_ms
-    out["layers"] = layers
+    """The metric, file size, MACs, sparsity, latency at batch 1 and 64, per-layer table.
+
+    ``test`` is an ``ImageData`` or any :mod:`torchslim.data.protocol` data; latency and MACs use
+    its first batch. ``runtime`` (a callable with the model's signature) is what gets timed.
+    """
+    from torchslim.measure.metrics import compute_metric
+
+    with kept_mode(model):
+        model.eval()
+        res = compute_metric(model, test, metric)
+        out: dict[str, Any] = {"metric": res["metric"], "metric_value": res["value"]}
+        if res["metric"] == "accuracy":
+            out["accuracy"] = res["value"]
+        out["size_bytes"] = size_bytes if size_bytes is not None else saved_file_size(model, architecture, architecture_config)
+        out.update(count_params(model))
+        layers = layer_table(model)
+        total = sum(r["numel"] for r in layers)
+        out["sparsity"] = sum(r["sparsity"] * r["numel"] for r in layers) / total if total else 0.0
+        first = first_input(test)
+        example = first.resized(1).example()
+        try:
+            out["macs"] = count_macs(model, example)
+        except Exception:  # noqa: BLE001 - an operator without a FLOP formula; counted per layer below
+            out["macs"] = 0
+        # Integer kernels have no FLOP formula (FlopCounterMode skips them): count those layers from
+        # their shapes and keep the larger figure, so MACs stay the dense-equivalent count.
+        out["macs"] = max(out["macs"] or 0, layer_macs(model, example) or 0) or None
+        out["latency_runtime"] = runtime_name if runtime is not None else "eager"
+        for b in (1, 64):
+            st = measure_latency(runtime if runtime is not None else model, first.resized(b).example(), runs=latency_runs,
+                                 warmup=max(2, latency_runs // 5), threads=torch.get_num_threads())  # fmt: skip
+            out[f"latency_ms_b{b}"] = st.median_ms
+        out["layers"] = layers
     return out

@@ -16,6 +16,7 @@ from typing import Any
 import torch.nn as nn
 from pydantic import BaseModel
 
+from torchslim.data.protocol import first_input
 from torchslim.layer_report import Report
 from torchslim.recipes.context import StepContext
 from torchslim.recipes.registry import CODED, QUANTIZED, SHARED, SPARSE, STRUCTURED, register_step
@@ -155,7 +156,8 @@ def _wire_export() -> None:
         with tempfile.TemporaryDirectory() as d:
             # Into the run's output folder when there is one (the file is part of the result).
             path = (ctx.run_dir or Path(d)) / "model.onnx"
-            res = export_onnx(model, path, example=ctx.data("test").images[:1], config=config, force=True)
+            res = export_onnx(model, path, example=first_input(ctx.data("test")).resized(1).example(), config=config,
+                              force=True)  # fmt: skip
             rep = Report("export", "onnx")
             rep.summary = {"file": path.name if ctx.run_dir else None, "size_bytes": res.size_bytes,
                            "max_abs_diff": res.max_abs_diff, "ops": res.ops}  # fmt: skip

@@ -3,7 +3,7 @@
 A recipe is either a list of steps or a mapping with ``steps`` and a few run-wide fields::
 
     name: prune-then-int8
-    dataset: fashion-mnist        # default of every step's ``dataset`` field
+    dataset: fashion-mnist        # the run's data (any source torchslim.sources takes); steps read it
     steps:
       - {type: deep_compression, share: {bits: 5}}
 
@@ -312,8 +312,6 @@ def build_recipe(data: dict[str, Any], text: str | None = None, source: str = "<
                     f"{marks.at((*base, 'targets'))}: step {i + 1}: 'targets' is a list of layer patterns or a "
                     "mapping from layer patterns to values"
                 )
-        if "dataset" in spec.config_cls.model_fields and "dataset" not in fields:
-            fields["dataset"] = settings.dataset
         try:
             config = spec.config_cls(**fields)
         except ValidationError as exc:
@@ -350,8 +348,8 @@ def load_recipe(
     """Parse, override (``--set`` strings) and validate a recipe: a path, YAML text or Python data.
 
     >>> r = load_recipe([{"type": "finetune", "epochs": 1}], ["dataset=digits"])
-    >>> r.steps[0].config.epochs, r.steps[0].config.dataset
-    (1, 'digits')
+    >>> r.steps[0].config.epochs, r.settings.dataset, r.steps[0].config.dataset is None
+    (1, 'digits', True)
     """
     if isinstance(recipe, Recipe):
         if overrides:

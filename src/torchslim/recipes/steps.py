@@ -25,11 +25,16 @@ NOT_ON_QUANT = "the model's weights are already integers"
 
 
 # ----------------------------------------------------------------------------- Deep Compression
+def _own(config: Any) -> Any:
+    """The step's own ``dataset`` when the recipe set one, else None: the run's data."""
+    return config.dataset if "dataset" in config.model_fields_set else None
+
+
 def _run_deep_compression(model: nn.Module, config: Any, ctx: StepContext) -> tuple[nn.Module, Report | None]:
     from torchslim.compression import deep_compress
 
     result = deep_compress(
-        model, config, train_data=ctx.data("train", config.dataset), val_data=ctx.data("val", config.dataset),
+        model, config, train_data=ctx.data("train", _own(config)), val_data=ctx.data("val", _own(config)),
         teacher=ctx.teacher, quiet=ctx.quiet,
     )  # fmt: skip
     report = Report("compress", "deep_compression")
@@ -67,14 +72,14 @@ def _finetune_config_cls() -> type[BaseModel]:
         class FinetuneConfig(TrainConfig):  # type: ignore[no-redef]
             """Fine-tune with the one training loop on ``dataset``."""
 
-            dataset: str = "fashion-mnist"
+            dataset: str | None = None
 
         return FinetuneConfig
 
 
 def _run_finetune(model: nn.Module, config: Any, ctx: StepContext) -> tuple[nn.Module, Report | None]:
     teacher = ctx.teacher if getattr(config, "distill", None) is not None else None
-    train, val = ctx.data("train", config.dataset), ctx.data("val", config.dataset)
+    train, val = ctx.data("train", _own(config)), ctx.data("val", _own(config))
     try:
         from torchslim.recovery import finetune
     except ImportError:
@@ -87,24 +92,29 @@ def _run_finetune(model: nn.Module, config: Any, ctx: StepContext) -> tuple[nn.M
         rep = Report("finetune", "finetune")
         rep.summary = {"best_val_accuracy": res.best_val_accuracy, "epochs_run": res.epochs_run}
         return out, rep
-    out, result = finetune(model, config, teacher=teacher, train_data=train, val_data=val, quiet=ctx.quiet)
+    out, result = finetune(model, config, teacher=teacher, train_data=train, val_data=val, quiet=ctx.quiet, metric=ctx.metric)
     return out, result.report
 
 
 # ----------------------------------------------------------------------------- evaluation
 class EvaluateConfig(BaseModel):
-    """Measure the model as it stands (accuracy on ``split``, size, MACs, latency); changes nothing."""
+    """Measure the model as it stands (the run's metric on ``split``); changes nothing.
+    ``dataset``: another data source than the recipe's (see :mod:`torchslim.sources`)."""
 
     model_config = ConfigDict(extra="forbid")
-    dataset: str = "fashion-mnist"
+    dataset: str | None = None
     split: str = Field("test", pattern="^(train|val|test)$")
 
 
 def _run_evaluate(model: nn.Module, config: Any, ctx: StepContext) -> tuple[nn.Module, Report | None]:
-    from torchslim.measure import accuracy
+    from torchslim.measure.metrics import compute_metric
+    from torchslim.modes import kept_mode
 
-    rep = Report("evaluate", f"{config.dataset}/{config.split}")
-    rep.summary = {"accuracy": accuracy(model, ctx.data(config.split, config.dataset))}
+    rep = Report("evaluate", f"{config.dataset or ctx.dataset}/{config.split}")
+    with kept_mode(model):
+        model.eval()
+        res = compute_metric(model, ctx.data(config.split, config.dataset), ctx.metric)
+    rep.summary = {res["metric"]: res["value"]}
     return model, rep
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
-from torchslim.data.datasets import ImageData, load_dataset
+from torchslim.data.datasets import ImageData
 from torchslim.data.protocol import as_data
 from torchslim.errors import ConfigError
 from torchslim.layer_report import Report
@@ -28,7 +28,8 @@ class FinetuneConfig(TrainConfig):
     True
     """
 
-    dataset: str = "fashion-mnist"
+    dataset: str | None = Field(None, description="data source (see torchslim.sources); none: the recipe's data, "
+                                "or fashion-mnist when finetune() is called without data")
     data_dir: str | None = None
     lr: float = Field(0.01, gt=0)
     epochs: int = Field(5, ge=0)
@@ -118,8 +119,10 @@ def finetune(
     if (train_data is None) != (val_data is None):
         raise ConfigError("pass both train_data and val_data (the best epoch is chosen on val_data), or neither")
     if train_data is None:
-        train_data = load_dataset(config.dataset, "train", data_dir=config.data_dir)
-        val_data = load_dataset(config.dataset, "val", data_dir=config.data_dir)
+        from torchslim.sources import resolve_data
+
+        train_data = resolve_data(config.dataset or "fashion-mnist", "train", data_dir=config.data_dir)
+        val_data = resolve_data(config.dataset or "fashion-mnist", "val", data_dir=config.data_dir)
     if not isinstance(train_data, ImageData) or input_fn or target_fn:
         train_data = as_data(train_data, input_fn=input_fn, target_fn=target_fn)
         train_data.check(model, "train_data")

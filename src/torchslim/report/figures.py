@@ -24,13 +24,14 @@ def accuracy_vs_size(stages: list[dict[str, Any]]) -> Figure:
     """Accuracy against file size across the steps (size on a log axis), baseline first."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     xs = [s["size_bytes"] / 1024 for s in stages]
-    ys = [s["accuracy"] for s in stages]
+    ys = [s.get("metric_value", s.get("accuracy")) for s in stages]
+    metric = stages[0].get("metric", "accuracy")
     ax.plot(xs, ys, "-o", color="#3465a4")
     for s, x, y in zip(stages, xs, ys, strict=True):
         ax.annotate(s["name"], (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
     ax.set_xscale("log")
     ax.set_xlabel("file size (KiB, log scale)")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("test accuracy (%)" if metric == "accuracy" else f"test {metric}")
     ax.set_title("Accuracy vs size across steps")
     ax.grid(True, alpha=0.3)
     return fig

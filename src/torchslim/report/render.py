@@ -12,7 +12,7 @@ from torchslim.errors import DataError
 from torchslim.io import atomic_path
 
 STAGE_COLUMNS = [
-    ("name", "stage"), ("accuracy", "accuracy (%)"), ("size_bytes", "file size (B)"),
+    ("name", "stage"), ("metric_value", "accuracy (%)"), ("size_bytes", "file size (B)"),
     ("compression_ratio", "compression"), ("latency_ms_b1", "latency b1 (ms)"), ("latency_ms_b64", "latency b64 (ms)"),
     ("latency_runtime", "timed as"), ("macs", "MACs"), ("sparsity", "sparsity (%)"), ("wall_s", "step time (s)"),
 ]  # fmt: skip
@@ -22,6 +22,15 @@ BITS_COLUMNS = [
     ("index_bits_huffman", "index bits (Huffman)"), ("filler_pct", "filler zeros (%)"), ("bytes", "bytes"),
     ("compress_rate_pct", "compress rate (%)"),
 ]  # fmt: skip
+
+
+def stage_columns(stages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """The stage table's columns; the metric column is named after the run's metric."""
+    for st in stages:
+        st.setdefault("metric_value", st.get("accuracy"))  # reports written before metrics were chosen
+    metric = stages[0].get("metric", "accuracy") if stages else "accuracy"
+    label = "accuracy (%)" if metric == "accuracy" else str(metric)
+    return [(k, label if k == "metric_value" else v) for k, v in STAGE_COLUMNS]
 
 
 def _fmt(key: str, v: Any) -> str:
@@ -99,8 +108,8 @@ def render_report(folder: str | Path) -> list[str]:
     md = [f"# {data.get('title', 'torchslim report')}\n", f"Created {data.get('created', '')}.\n"]
     if art:
         md.append(f"Artifact `{art['file']}`: {art['size_bytes']:,} bytes on disk, {art['compression_ratio']:.1f}x smaller "
-                  f"than the baseline's file; reloaded predictions identical: {art['reload_identical_predictions']}.\n")  # fmt: skip
-    md += ["## Stages\n", _md_table(stages, STAGE_COLUMNS), "## Layers (baseline vs final)\n", _md_table(layer_items, layer_cols)]
+                  f"than the baseline's file; reloaded outputs identical: {art['reload_identical_outputs']}.\n")  # fmt: skip
+    md += ["## Stages\n", _md_table(stages, stage_columns(stages)), "## Layers (baseline vs final)\n", _md_table(layer_items, layer_cols)]
     if bits:
         md += ["## Bits per weight and per index (as in Deep Compression's Tables 2 and 3)\n", _md_table(bits, BITS_COLUMNS)]
     md.append("## Figures\n")
@@ -112,9 +121,9 @@ def render_report(folder: str | Path) -> list[str]:
     parts = [f"<h1>{html.escape(data.get('title', 'torchslim report'))}</h1>", f"<p>Created {html.escape(str(data.get('created', '')))}.</p>"]
     if art:
         parts.append(f"<p>Artifact <code>{html.escape(art['file'])}</code>: {art['size_bytes']:,} bytes on disk, "
-                     f"{art['compression_ratio']:.1f}x smaller than the baseline's file; reloaded predictions identical: "
-                     f"{art['reload_identical_predictions']}.</p>")  # fmt: skip
-    parts += ["<h2>Stages</h2>", _html_table(stages, STAGE_COLUMNS), "<h2>Layers (baseline vs final)</h2>",
+                     f"{art['compression_ratio']:.1f}x smaller than the baseline's file; reloaded outputs identical: "
+                     f"{art['reload_identical_outputs']}.</p>")  # fmt: skip
+    parts += ["<h2>Stages</h2>", _html_table(stages, stage_columns(stages)), "<h2>Layers (baseline vs final)</h2>",
               _html_table(layer_items, layer_cols)]  # fmt: skip
     if bits:
         parts += ["<h2>Bits per weight and per index (as in Deep Compression's Tables 2 and 3)</h2>", _html_table(bits, BITS_COLUMNS)]
