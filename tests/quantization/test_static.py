@@ -47,7 +47,9 @@ def test_resnet_folds_batchnorm_and_fuses_the_residual_add(resnet8, digits, cali
     # different rounding (0.0601 on an AVX-512 VNNI CPU, under 0.06 on AVX2), so the bound is that
     # estimate with a third of margin, not a value fitted to one CPU kind.
     assert float((out - ref).norm() / ref.norm()) < 0.08
-    assert _agree(m, q, x) >= 0.95  # a barely trained ResNet-8: a few near-tie digits may flip
+    # A barely trained ResNet-8 has many near-tie digits: at a 6% output error 6.3% of 300 flip on a
+    # VNNI CPU (4% on AVX2); 0.9 still catches a broken residual path, which agrees on ~10% (chance).
+    assert _agree(m, q, x) >= 0.9
 
 
 def test_fold_batchnorm_is_exact():
