@@ -26,3 +26,22 @@ def kept_mode(*models: nn.Module | None) -> Iterator[None]:
     finally:
         for mod, flag in saved:
             mod.training = flag
+
+
+@contextlib.contextmanager
+def unfused_attention() -> Iterator[None]:
+    """Turn off torch's fused attention fast path for the block.
+
+    Under ``no_grad`` / inference mode, ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer``
+    switch to fused kernels (``aten::_native_multi_head_attention``, ``_transformer_encoder_layer_fwd``)
+    that the ONNX exporter cannot capture and that ``FlopCounterMode`` counts as zero FLOPs; the
+    unfused path computes the same function from ordinary ops.
+    """
+    import torch
+
+    was = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(was)

@@ -141,5 +141,5 @@ def test_bad_targets_values():
 def test_input_shape_that_does_not_fit_the_model():
     from torchslim.errors import DataError
 
-    with pytest.raises(DataError, match=r"does not run on an input of shape \(1, 3, 32, 32\)"):
+    with pytest.raises(DataError, match=r"does not run on args\[0\]: float32\[1, 3, 32, 32\]"):
         prune(create_model("lenet300"), StructuredConfig(ratio=0.3, input_shape=[3, 32, 32]))

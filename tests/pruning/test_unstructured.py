@@ -164,3 +164,31 @@ def test_pruning_a_pruned_model_only_grows_masks():
     assert (second.fc1.weight_mask <= first.fc1.weight_mask).all()
     assert _zeros(second.fc1) == round(0.8 * second.fc1.weight.numel())
     assert report.layers[0].before["sparsity"] == pytest.approx(0.5, abs=1e-4)
+
+
+def test_activation_aware_pruning_reads_any_data_protocol_source():
+    """Wanda and Taylor take a DataLoader of (inputs, labels) and dict batches like every verb."""
+    import torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchslim.pruning import TaylorConfig, WandaConfig, prune
+
+    class DictNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(12, 16), nn.Linear(16, 3)
+
+        def forward(self, batch: dict) -> torch.Tensor:
+            return self.fc2(torch.relu(self.fc1(batch["x"])))
+
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 12), torch.randint(0, 3, (40,))
+    model = DictNet()
+    dicts = [{"x": x[i : i + 8], "labels": y[i : i + 8]} for i in range(0, 40, 8)]
+    for cfg in (WandaConfig(amount=0.5), TaylorConfig(amount=0.5)):
+        pruned, report = prune(model, cfg, calib_data=dicts)
+        assert round(report.summary["targeted_sparsity_after"], 2) == 0.5
+    seq = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    pruned, report = prune(seq, WandaConfig(amount=0.25), calib_data=loader)
+    assert round(report.summary["targeted_sparsity_after"], 2) == 0.25

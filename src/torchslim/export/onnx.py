@@ -12,8 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -28,6 +27,7 @@ from torchslim.errors import CompatibilityError, ConfigError, DataError, OutputE
 from torchslim.export.cnn import float_proxy, rewrite_static, static_specs
 from torchslim.export.qdq import QuantLinearSpec, rewrite_quantized
 from torchslim.io import atomic_path
+from torchslim.modes import unfused_attention
 
 
 class ExportConfig(StrictConfig):
@@ -190,7 +190,7 @@ def export_onnx(
     if out_ax:
         axes["output"] = out_ax
     with atomic_path(path) as tmp:
-        with warnings.catch_warnings(), torch.no_grad(), _mha_fastpath_off():
+        with warnings.catch_warnings(), torch.no_grad(), unfused_attention():
             warnings.simplefilter("ignore")
             try:
                 torch.onnx.export(
@@ -231,19 +231,6 @@ def export_onnx(
                 )
     result.size_bytes = path.stat().st_size
     return result
-
-
-@contextmanager
-def _mha_fastpath_off() -> Iterator[None]:
-    # Under no_grad, nn.MultiheadAttention / nn.TransformerEncoderLayer switch to fused kernels
-    # (aten::_native_multi_head_attention, _transformer_encoder_layer_fwd) that have no ONNX
-    # export; their unfused path computes the same function from exportable ops.
-    was = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(was)
 
 
 def _first(out: Any) -> torch.Tensor:

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from torchslim.modes import unfused_attention
+
 
 @torch.inference_mode()
 def count_macs(model: nn.Module, example: Any) -> int:
@@ -24,7 +26,7 @@ def count_macs(model: nn.Module, example: Any) -> int:
     266200
     """
     model.eval()
-    with FlopCounterMode(display=False) as fc:
+    with unfused_attention(), FlopCounterMode(display=False) as fc:
         if isinstance(example, dict):
             model(**example)
         elif isinstance(example, tuple):

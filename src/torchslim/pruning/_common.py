@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,8 +9,9 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import prune as torch_prune
 
-from torchslim.data.datasets import ImageData
+from torchslim.data.protocol import ModelInput, as_data, describe
 from torchslim.errors import CompatibilityError, ConfigError, DataError
+from torchslim.modes import unfused_attention
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _QUANT_MODULE_PREFIXES = (
@@ -51,59 +51,49 @@ def check_not_quantized(model: nn.Module) -> None:
 
 
 def to_batches(
-    calib_data: Any, max_samples: int, batch_size: int, *, need_labels: bool = False, what: str = "calibration"
-) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
-    """Normalise calibration data to a list of ``(x, y or None)`` batches holding ``max_samples``.
-
-    Accepts an :class:`ImageData`, a tensor of inputs, an ``(inputs, labels)`` tuple, or an
-    iterable of tensors / ``(x, y)`` pairs (e.g. a DataLoader).
-    """
+    calib_data: Any, max_samples: int, batch_size: int, *, need_labels: bool = False, what: str = "calibration",
+    model: nn.Module | None = None,
+) -> list[tuple[ModelInput, Any]]:
+    """The first ``max_samples`` samples of any data (see :mod:`torchslim.data.protocol`) as
+    ``(model input, target or None)`` batches; an ``(inputs, labels)`` tensor pair is accepted too."""
     if calib_data is None:
-        raise ConfigError(f"this method needs {what} data: pass calib_data= (an ImageData, a tensor or batches)")
-    batches: list[tuple[torch.Tensor, torch.Tensor | None]] = []
-    if isinstance(calib_data, ImageData):
-        calib_data = (calib_data.images, calib_data.labels)
-    if isinstance(calib_data, torch.Tensor):
-        calib_data = (calib_data, None)
-    if isinstance(calib_data, tuple) and len(calib_data) == 2 and isinstance(calib_data[0], torch.Tensor):
+        raise ConfigError(f"this method needs {what} data: pass calib_data= (a DataLoader, batches or a tensor)")
+    if isinstance(calib_data, tuple) and len(calib_data) == 2 and all(isinstance(t, torch.Tensor) for t in calib_data):
         x, y = calib_data
-        if y is not None and len(y) != len(x):
+        if len(y) != len(x):
             raise DataError(f"{what} data has {len(x)} inputs but {len(y)} labels")
-        x = x[:max_samples]
-        y = y[:max_samples] if y is not None else None
-        for i in range(0, len(x), batch_size):
-            batches.append((x[i : i + batch_size], None if y is None else y[i : i + batch_size]))
-    elif isinstance(calib_data, Iterable):
-        n = 0
-        for item in calib_data:
-            if n >= max_samples:
-                break
-            if isinstance(item, torch.Tensor):
-                batches.append((item, None))
-            elif isinstance(item, list | tuple) and item and isinstance(item[0], torch.Tensor):
-                batches.append((item[0], item[1] if len(item) > 1 else None))
-            else:
-                raise DataError(f"{what} batches must be tensors or (inputs, labels) pairs, got {type(item).__name__}")
-            n += len(batches[-1][0])
-    else:
-        raise DataError(f"{what} data must be an ImageData, a tensor or an iterable of batches, got {type(calib_data).__name__}")
-    if not batches or sum(len(b[0]) for b in batches) == 0:
+        calib_data = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    d = as_data(calib_data, batch_size=batch_size)
+    if model is not None:
+        d.bind(model)  # dict batches follow the model's forward signature
+    batches: list[tuple[ModelInput, Any]] = []
+    n = 0
+    for b in d:
+        if n >= max_samples:
+            break
+        inp, y = d.inputs(b), d.target(b)
+        if n + inp.batch_size > max_samples:
+            keep = max_samples - n
+            inp, y = inp.resized(keep), y[:keep] if isinstance(y, torch.Tensor) else y
+        batches.append((inp, y))
+        n += inp.batch_size
+    if not batches or n == 0:
         raise DataError(f"{what} data is empty")
-    for x, _ in batches:
-        if x.is_floating_point() and not torch.isfinite(x).all():
-            raise DataError(f"{what} data contains NaN or infinite values")
+    for inp, _ in batches:
+        for t in inp.tensors():
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise DataError(f"{what} data contains NaN or infinite values")
     if need_labels and any(y is None for _, y in batches):
-        raise DataError(f"this method needs labelled {what} data: pass an ImageData or (inputs, labels)")
+        raise DataError(f"this method needs labelled {what} data: batches as (inputs, labels), or target_fn")
     return batches
 
 
-def example_input(calib_data: Any, input_shape: list[int] | None) -> torch.Tensor | None:
+def example_input(calib_data: Any, input_shape: list[int] | None, model: nn.Module | None = None) -> ModelInput | None:
     """One sample (batch of 1) to trace the model with, or None when nothing tells the shape."""
     if calib_data is not None:
-        x, _ = to_batches(calib_data, 1, 1)[0]
-        return x[:1]
+        return to_batches(calib_data, 1, 1, model=model)[0][0].resized(1)
     if input_shape is not None:
-        return torch.randn(1, *input_shape)
+        return ModelInput((torch.randn(1, *input_shape),))
     return None
 
 
@@ -117,7 +107,7 @@ class Profile:
 
 
 @torch.no_grad()
-def profile(model: nn.Module, example: torch.Tensor | None) -> Profile:
+def profile(model: nn.Module, example: ModelInput | None) -> Profile:
     """Dense MACs (FlopCounterMode, as :func:`torchslim.measure.count_macs`) in one forward pass,
     the MACs of each Conv/Linear layer (forward hooks), and which of those layers produce the
     model's output (identity of the returned tensor)."""
@@ -144,11 +134,11 @@ def profile(model: nn.Module, example: torch.Tensor | None) -> Profile:
     was = model.training
     model.eval()
     try:
-        with FlopCounterMode(display=False) as fc:
-            out = model(example)
+        with unfused_attention(), FlopCounterMode(display=False) as fc:
+            out = example(model)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise DataError(
-            f"the model does not run on an input of shape {tuple(example.shape)} ({type(exc).__name__}: "
+            f"the model does not run on {describe(example)} ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0][:200]}); pass calib_data or input_shape matching the model's input"
         ) from exc
     finally:

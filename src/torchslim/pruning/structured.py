@@ -22,8 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torchslim.data.protocol import ModelInput, output_tensor
 from torchslim.errors import CompatibilityError, ConfigError, TargetError, require
 from torchslim.layer_report import Report
+from torchslim.modes import unfused_attention
 from torchslim.pruning._common import example_input, profile, to_batches
 from torchslim.pruning.config import StructuredConfig
 from torchslim.pruning.unstructured import normalize_targets
@@ -111,12 +113,12 @@ def prune_structured(
 ) -> tuple[nn.Module, Report]:
     """Remove channels from ``model`` (already a copy) in place; see the module docstring."""
     tp = require("torch_pruning", "prune")
-    example = example_input(calib_data, config.input_shape)
+    example = example_input(calib_data, config.input_shape, model)
     if example is None:
         raise ConfigError("structured pruning traces the model: pass calib_data= (inputs) or set input_shape in the config")
     batches = None
     if config.importance == "taylor":
-        batches = to_batches(calib_data, config.calib_samples, 128, need_labels=True)
+        batches = to_batches(calib_data, config.calib_samples, 128, need_labels=True, model=model)
 
     mapping, use_default = normalize_targets(targets)
     chosen = resolve_targets(model, mapping, default=True if use_default else None, types=ROOT_TYPES)
@@ -144,14 +146,15 @@ def prune_structured(
     for prm in model.parameters():
         prm.requires_grad_(True)
     try:
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+        with unfused_attention():
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example.example())
     except Exception as exc:  # Torch-Pruning raises plain errors from tracing
         raise CompatibilityError(f"Torch-Pruning could not trace this model for structured pruning: {type(exc).__name__}: {exc}") from exc
 
     if batches is not None:
         model.zero_grad(set_to_none=True)
-        for x, y in batches:
-            F.cross_entropy(model(x), y).backward()
+        for inp, y in batches:
+            F.cross_entropy(output_tensor(inp(model)), y).backward()
     importance = _importance(tp, config.importance)
 
     skipped: dict[str, str] = {n: "produces the model output" for n in outputs}
@@ -255,12 +258,12 @@ def prune_structured(
 
 
 @torch.no_grad()
-def _check_runs(model: nn.Module, example: torch.Tensor, root: str, group: Any, names: dict[nn.Module, str]) -> None:
+def _check_runs(model: nn.Module, example: ModelInput, root: str, group: Any, names: dict[nn.Module, str]) -> None:
     # The model ran before pruning, so a failure now means its code fixes this group's width
     # (e.g. torchvision's ViT reshapes to ``self.hidden_dim``), which no graph can see. One
     # forward per group names the group to keep; pruning is one-off, so its cost is small.
     try:
-        model(example)
+        example(model)
     except Exception as exc:  # the model's own shape errors come as many types
         pnames = {p: n for n, p in model.named_parameters()}  # Torch-Pruning also couples bare Parameters
         coupled = sorted({names.get(dep.target.module) or pnames.get(dep.target.module, "") for dep, _ in group} - {root, ""})

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 
+from torchslim.data.protocol import ModelInput, output_tensor
 from torchslim.errors import ConfigError, TargetError, UnknownNameError, suggest
 from torchslim.layer_report import Report
 from torchslim.measure.size import sparsity as model_sparsity
@@ -137,7 +138,7 @@ def random_scores(ts: list[Target], param: str, seed: int) -> list[torch.Tensor]
 
 
 @torch.no_grad()
-def input_norms(model: nn.Module, ts: list[Target], batches: list[tuple[torch.Tensor, Any]]) -> dict[str, torch.Tensor]:
+def input_norms(model: nn.Module, ts: list[Target], batches: list[tuple[ModelInput, Any]]) -> dict[str, torch.Tensor]:
     """L2 norm over the calibration data of each input feature (channel) of each target layer."""
     sq: dict[str, torch.Tensor] = {}
     handles = []
@@ -158,8 +159,8 @@ def input_norms(model: nn.Module, ts: list[Target], batches: list[tuple[torch.Te
     was = model.training
     model.eval()
     try:
-        for x, _ in batches:
-            model(x)
+        for inp, _ in batches:
+            inp(model)
     finally:
         for h in handles:
             h.remove()
@@ -195,10 +196,10 @@ def taylor_scores(model: nn.Module, ts: list[Target], param: str, batches: list[
     for p in leaves:
         p.requires_grad_(True)
     try:
-        for x, y in batches:
+        for inp, y in batches:
             for p in leaves:
                 p.grad = None
-            F.cross_entropy(model(x), y).backward()
+            F.cross_entropy(output_tensor(inp(model)), y).backward()
             for a, p in zip(acc, leaves, strict=True):
                 if p.grad is not None:
                     a += (p.detach() * p.grad).float().pow(2)
@@ -327,8 +328,9 @@ def prune_unstructured(
     # Everything that can fail on the user's input is checked before any mask is attached.
     batches = None
     if isinstance(config, WandaConfig | TaylorConfig):
-        batches = to_batches(calib_data, config.calib_samples, config.batch_size, need_labels=isinstance(config, TaylorConfig))
-    example = example_input(calib_data, config.input_shape)
+        batches = to_batches(calib_data, config.calib_samples, config.batch_size, need_labels=isinstance(config, TaylorConfig),
+                             model=model)
+    example = example_input(calib_data, config.input_shape, model)
     prof = profile(model, example)
     macs_before_layers, macs_before = prof.layer_macs, prof.macs
     sparsity_before = model_sparsity(model)

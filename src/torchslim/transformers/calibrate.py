@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from torchslim.data.protocol import ModelInput, as_data
 from torchslim.errors import CompatibilityError, DataError
 from torchslim.transformers.embed import Batch, tokenize
 
@@ -28,6 +29,48 @@ def calibration_batches(tokenizer: Any, sentences: Sequence[str], *, batch_size:
         tokenize(tokenizer, list(sentences[i : i + batch_size]), max_length=max_length, model=model)
         for i in range(0, len(sentences), batch_size)
     ]
+
+
+class InputBatch:
+    """Any model's batch (see :mod:`torchslim.data.protocol`) in the form the Linear-layer
+    calibrations read: callable on the model, with a token mask when the inputs carry one."""
+
+    def __init__(self, inp: ModelInput) -> None:
+        self.inp = inp
+        mask = inp.kwargs.get("attention_mask")
+        self.attention_mask = mask if isinstance(mask, torch.Tensor) else None
+        self.truncated = 0
+
+    def __call__(self, model: Any) -> Any:
+        return self.inp(model)
+
+    @property
+    def batch_size(self) -> int:
+        return self.inp.batch_size
+
+
+def as_calibration(data: Any, model: nn.Module, max_samples: int | None = None) -> list[Any]:
+    """Calibration batches from tokenized :class:`Batch` es or any data of the one data protocol."""
+    if isinstance(data, (list, tuple)) and data and all(isinstance(b, Batch) for b in data):
+        return list(data)
+    d = as_data(data).bind(model)
+    out: list[Any] = []
+    n = 0
+    for b in d:
+        if max_samples is not None and n >= max_samples:
+            break
+        ib = b if isinstance(b, Batch) else InputBatch(d.inputs(b))
+        out.append(ib)
+        n += ib.batch_size
+    if not out:
+        raise DataError("calibration needs at least one batch")
+    return out
+
+
+def token_mask(b: Any) -> torch.Tensor | None:
+    """Which rows of a Linear's input are real tokens (``None``: all of them)."""
+    mask = getattr(b, "attention_mask", None)
+    return None if mask is None else mask.bool()
 
 
 def finite_rows(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -81,8 +124,8 @@ def collect_stats(
     try:
         model.eval()
         for b in batches:
-            current["keep"] = b.attention_mask.bool()
-            model(**b.as_kwargs())
+            current["keep"] = token_mask(b)
+            b(model)
     finally:
         for h in hooks:
             h.remove()
@@ -125,12 +168,12 @@ def block_inputs(model: nn.Module, batches: Sequence[Batch]) -> Iterator[tuple[t
     try:
         for b in batches:
             try:
-                model(**b.as_kwargs())
+                b(model)
             except _Stop:
                 pass
             else:  # pragma: no cover - a model that skips its blocks
                 raise CompatibilityError("the model's forward never reached its first transformer block")
-            yield captured["args"], captured["kwargs"], b.attention_mask.bool()
+            yield captured["args"], captured["kwargs"], token_mask(b)
     finally:
         h.remove()
 

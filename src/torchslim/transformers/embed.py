@@ -59,6 +59,13 @@ class Batch:
     def as_kwargs(self) -> dict[str, torch.Tensor]:
         return {"input_ids": self.input_ids, "attention_mask": self.attention_mask}
 
+    def __call__(self, model: Any) -> Any:
+        return model(**self.as_kwargs())
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.input_ids)
+
 
 def model_max_length(tokenizer: Any, model: nn.Module | None = None) -> int:
     """The longest input the pair accepts: the smaller of the tokenizer's and the positions'."""

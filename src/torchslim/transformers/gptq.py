@@ -271,7 +271,7 @@ def quantize_encoder_gptq(
         if not name.startswith(blocks_name + "."):
             report.add(name, "Linear", "skipped", "outside the transformer blocks (GPTQ works block by block)")
     report.summary.update(
-        quantized=done, calib_wall_s=time.perf_counter() - t0, calibration_sentences=sum(len(b.input_ids) for b in calibration),
+        quantized=done, calib_wall_s=time.perf_counter() - t0, calibration_sentences=sum(b.batch_size for b in calibration),
         peak_rss_mb=peak_rss_mb(), peak_rss_growth_mb=peak_rss_mb() - rss0,
     )  # fmt: skip
     return model, report

@@ -45,8 +45,9 @@ from pydantic import Field
 from torchslim.config import StrictConfig
 from torchslim.errors import ConfigError, DataError
 from torchslim.layer_report import Report
+from torchslim.surgery import avoid_fused_paths, weight_read_by_parent
 from torchslim.targets import resolve_targets
-from torchslim.transformers.calibrate import collect_stats
+from torchslim.transformers.calibrate import as_calibration, collect_stats, token_mask
 from torchslim.transformers.embed import Batch, mean_pool
 from torchslim.transformers.modules import SmoothedLinear, StaticInt8Linear
 from torchslim.transformers.smoothquant import shared_input_groups, smoothing_scales
@@ -82,9 +83,12 @@ def _set(model: nn.Module, name: str, new: nn.Module) -> None:
 def _pooled(model: nn.Module, batches: Sequence[Batch]) -> torch.Tensor:
     outs = []
     for b in batches:
-        out = model(**b.as_kwargs())
-        h = out if isinstance(out, torch.Tensor) else out[0]
-        outs.append(torch.nn.functional.normalize(mean_pool(h.float(), b.attention_mask), dim=-1))
+        out = b(model)
+        h = (out if isinstance(out, torch.Tensor) else out[0]).float()
+        mask = b.attention_mask
+        if h.dim() == 3:
+            h = mean_pool(h, mask) if mask is not None else h.mean(1)
+        outs.append(torch.nn.functional.normalize(h.reshape(len(h), -1), dim=-1))
     return torch.cat(outs)
 
 
@@ -135,7 +139,8 @@ def quantize_encoder_int8(
 ) -> tuple[nn.Module, Report]:
     """A copy of ``model`` with INT8 Linear layers; returns ``(model, report)``.
 
-    ``calibration``: tokenized batches (:func:`~torchslim.transformers.calibrate.calibration_batches`).
+    ``calibration``: tokenized batches (:func:`~torchslim.transformers.calibrate.calibration_batches`)
+    or any data of :mod:`torchslim.data.protocol`: the method works on every model with Linear layers.
     ``targets``: the one targeting rule over Linear layers: ``None`` keeps a layer in float,
     ``"per_token"`` / ``"per_tensor"`` choose its activation granularity, anything else uses
     ``config.activation``.
@@ -148,10 +153,13 @@ def quantize_encoder_int8(
     ['int8-dynamic']
     """
     config = config or EncoderInt8Config()
-    if not calibration:
+    if isinstance(calibration, (list, tuple)) and not calibration:
         raise DataError("INT8 calibration needs at least one batch of sentences")
+    calibration = as_calibration(calibration, model, config.calibration_sentences)
     layers = resolve_targets(model, targets, default=True, types=[nn.Linear])
     layers = {n: v for n, v in layers.items() if isinstance(model.get_submodule(n), nn.Linear)}
+    parent_reads = {n: why for n, why in weight_read_by_parent(model).items() if n in layers}
+    layers = {n: v for n, v in layers.items() if n not in parent_reads}
     if not layers:
         raise ConfigError("no Linear layer to quantize: the targets leave none")
     t0 = time.perf_counter()
@@ -192,6 +200,9 @@ def quantize_encoder_int8(
         if name in kept:
             continue
         _set(model, name, q)
+    fused_off = avoid_fused_paths(model, [n for n in quantized if n not in kept])
+    for name, why in parent_reads.items():
+        report.add(name, "Linear", "skipped", why)
     for name in layers:
         before = {"bits": 32, "act_absmax": float(stats[name].absmax.max()) if name in stats else None}
         if name in unused:
@@ -209,8 +220,8 @@ def quantize_encoder_int8(
                 detail += f", SmoothQuant alpha {config.smoothquant_alpha}"
             report.add(name, "Linear", "int8-static" if acts[name] == "static" else "int8-dynamic", detail, before=before, after=after)
     report.summary.update(
-        calibration_sentences=sum(len(b.input_ids) for b in calibration), calib_wall_s=time.perf_counter() - t0,
-        quantized=len(quantized) - len(kept), kept_float=sorted(kept), truncated=sum(b.truncated for b in calibration),
+        calibration_sentences=sum(b.batch_size for b in calibration), calib_wall_s=time.perf_counter() - t0,
+        quantized=len(quantized) - len(kept), kept_float=sorted(kept), fused_path_off=fused_off, truncated=sum(getattr(b, "truncated", 0) for b in calibration),
     )  # fmt: skip
     return model, report
 
@@ -267,8 +278,8 @@ def _static_ranges(
             hooks.append(model.get_submodule(n).register_forward_pre_hook(hook))
         try:
             for b in batches:
-                keep["m"] = b.attention_mask.bool()
-                model(**b.as_kwargs())
+                keep["m"] = token_mask(b)
+                b(model)
         finally:
             for h in hooks:
                 h.remove()

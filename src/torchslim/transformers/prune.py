@@ -29,7 +29,13 @@ from torchslim.config import StrictConfig
 from torchslim.errors import CompatibilityError, ConfigError, DataError
 from torchslim.layer_report import Report
 from torchslim.targets import resolve_targets
-from torchslim.transformers.calibrate import collect_stats, encoder_blocks, finite_rows
+from torchslim.transformers.calibrate import (
+    as_calibration,
+    collect_stats,
+    encoder_blocks,
+    finite_rows,
+    token_mask,
+)
 from torchslim.transformers.embed import Batch
 
 
@@ -75,8 +81,9 @@ def wanda_prune(
     0.5
     """
     config = config or WandaConfig()
-    if not calibration:
+    if isinstance(calibration, (list, tuple)) and not calibration:
         raise DataError("Wanda needs calibration sentences for its input norms")
+    calibration = as_calibration(calibration, model)
     if config.pattern == "unstructured" and config.sparsity == 0:
         raise ConfigError("WandaConfig: sparsity 0 prunes nothing; give a fraction such as 0.5")
     model = copy.deepcopy(model).eval()
@@ -133,8 +140,8 @@ def _input_sq_norms(model: nn.Module, batches: Sequence[Batch], names: list[str]
     try:
         with torch.inference_mode():
             for b in batches:
-                keep["mask"] = b.attention_mask.bool()
-                model(**b.as_kwargs())
+                keep["mask"] = token_mask(b)
+                b(model)
     finally:
         for h in hooks:
             h.remove()
@@ -217,8 +224,8 @@ def prune_heads_and_neurons(
     try:
         with torch.inference_mode():
             for b in calibration:
-                keep_mask["mask"] = b.attention_mask.bool()
-                model(**b.as_kwargs())
+                keep_mask["mask"] = token_mask(b)
+                b(model)
     finally:
         for h in hooks:
             h.remove()

@@ -43,7 +43,7 @@ def layernorm_consumers(model: nn.Module, batch: Batch) -> dict[str, list[str]]:
 
             hooks.append(m.register_forward_pre_hook(pre))
     try:
-        model.eval()(**batch.as_kwargs())
+        batch(model.eval())
     finally:
         for h in hooks:
             h.remove()
@@ -105,7 +105,7 @@ def shared_input_groups(model: nn.Module, batch: Batch, names: Sequence[str]) ->
 
         hooks.append(model.get_submodule(n).register_forward_pre_hook(pre))
     try:
-        model.eval()(**batch.as_kwargs())
+        batch(model.eval())
     finally:
         for h in hooks:
             h.remove()

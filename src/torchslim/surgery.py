@@ -1,0 +1,67 @@
+"""Swapping layers of a user's model safely: one replace helper, and the torch modules that read
+a child layer's float weight themselves (so a quantized child must not replace it, or their fused
+fast path must be switched off)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch.nn as nn
+
+
+def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` at the dotted ``name`` inside ``model`` (``""`` is not allowed: the root has no parent).
+
+    >>> m = nn.Sequential(nn.Linear(2, 2), nn.ReLU())
+    >>> replace_module(m, "1", nn.Tanh()); m[1]
+    Tanh()
+    """
+    parent_name, _, attr = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, attr, new)
+
+
+# Parents whose forward reads a child Linear's weight/bias tensors instead of calling the child, so
+# a swapped-in quantized layer (which has no float ``weight``) breaks them.
+_READS_CHILD_WEIGHT: dict[type[nn.Module], tuple[str, ...]] = {nn.MultiheadAttention: ("out_proj",)}
+
+
+def weight_read_by_parent(model: nn.Module) -> dict[str, str]:
+    """``{layer name: reason}`` for Linear layers that must stay float because their parent reads their weight."""
+    out: dict[str, str] = {}
+    for pname, parent in model.named_modules():
+        for ptype, attrs in _READS_CHILD_WEIGHT.items():
+            if isinstance(parent, ptype):
+                for a in attrs:
+                    if isinstance(getattr(parent, a, None), nn.Linear):
+                        out[f"{pname}.{a}" if pname else a] = f"nn.{ptype.__name__} reads {a}'s weight directly; kept in float"
+    for name, m in model.named_modules():
+        # torch marks such layers with this subclass (any parent, not only MultiheadAttention).
+        if isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear) and name not in out:
+            out[name] = "a NonDynamicallyQuantizableLinear: its parent reads its weight directly; kept in float"
+    return out
+
+
+def _no_op_hook(_m: nn.Module, _args: Any) -> None:
+    return None
+
+
+def avoid_fused_paths(model: nn.Module, swapped: Iterable[str]) -> list[str]:
+    """Keep torch's fused Transformer kernels, which read each Linear's float ``weight``, off the
+    encoder layers that now hold quantized Linears; returns the modules changed."""
+    swapped = set(swapped)
+    off = []
+    for name, m in model.named_modules():
+        if not isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
+            continue
+        prefix = f"{name}." if name else ""
+        if not any(s.startswith(prefix) for s in swapped):
+            continue
+        if isinstance(m, nn.TransformerEncoder):
+            m.use_nested_tensor = False  # its nested-tensor check reads layers[0]'s Linear weights
+        else:
+            # torch checks for hooks before it reads the weights, and takes the fast path only without them.
+            m.register_forward_pre_hook(_no_op_hook)
+        off.append(name or "<root>")
+    return off
