@@ -12,7 +12,13 @@ import argparse
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency/throughput at batch sizes; --compare for a side-by-side ratio")
-    p.add_argument("model", help="checkpoint (.safetensors) or registered model name")
+    from torchslim.cli._common import DATA_HELP, MODEL_HELP
+
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--data", "--dataset", dest="dataset", default=None,
+                   help=f"the inputs come from a batch of this {DATA_HELP}; default: random inputs of the shape a "
+                        "registered model declares")  # fmt: skip
+    p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST *-ubyte.gz files")
     p.add_argument("--compare", default=None, help="a second checkpoint or model, timed interleaved with the first")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="batch sizes (default 1 64)")
     p.add_argument("--runs", type=int, default=50)
@@ -24,23 +30,36 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from torchslim.cli._common import load_model_arg, print_table
+    from torchslim.cli._common import data_arg, load_model_arg, print_table
+    from torchslim.data.protocol import ModelInput, first_input
     from torchslim.errors import ConfigError
     from torchslim.io import write_json
     from torchslim.measure.latency import compare_latency, measure_latency, peak_rss_mb
     from torchslim.models import get_entry
     from torchslim.quantization import timed_runtime
 
+    for b in args.batch:
+        if b < 1:
+            raise ConfigError(f"--batch sizes must be >= 1, got {b}")
+    if args.runs < 1 or args.warmup < 0:
+        raise ConfigError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} and {args.warmup}")
     model, meta = load_model_arg(args.model)
-    name = meta.get("architecture", {}).get("name")
-    shape = get_entry(name).input_shape if name else (1, 28, 28)
-    if shape is None:
-        raise ConfigError(f"{args.model} takes text; benchmark transformers with `make bench-transformers`")
+    if args.dataset is not None:
+        example = first_input(data_arg(args, "test", meta))
+    else:
+        name = meta.get("architecture", {}).get("name")
+        try:
+            shape = get_entry(name).input_shape if name else None
+        except ConfigError:
+            shape = None
+        if shape is None:
+            raise ConfigError(f"{args.model} declares no input shape; pass --data with inputs it takes")
+        example = ModelInput((torch.randn(1, *shape),))
     model, runtime = timed_runtime(model)
     other, other_runtime = timed_runtime(load_model_arg(args.compare)[0]) if args.compare else (None, None)
     rows, out = [], []
     for b in args.batch:
-        x = torch.randn(b, *shape)
+        x = example.resized(b).example()
         if other is None:
             s = measure_latency(model, x, runs=args.runs, warmup=args.warmup, threads=args.threads)
             rows.append([b, s.median_ms, s.p10_ms, s.p90_ms, s.throughput])

@@ -273,7 +273,8 @@ class Data:
             raise DataError(
                 f"the model cannot take the first batch of {what}: it got {describe(inp)}, and forward"
                 f"{_signature(model)} raised {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}; "
-                "pass input_fn=lambda batch: <the model's arguments> (a tensor, a tuple or a dict)"
+                "pass data shaped for this model (CLI: --data), or input_fn=lambda batch: <the model's arguments> "
+                "(a tensor, a tuple or a dict) to say how to read a batch"
             ) from exc
         finally:
             model.train(was)
