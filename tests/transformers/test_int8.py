@@ -97,3 +97,28 @@ def test_compiled_encoder_matches_eager(bert, tok, calib, sentences, activation)
         got = mean_pool(compiled(**b.as_kwargs())[0], b.attention_mask)
     cos = torch.nn.functional.cosine_similarity(eager, got, dim=-1)
     assert got.shape == eager.shape and float(cos.min()) > 0.9999
+
+
+def test_smoothquant_int8_works_on_any_model_with_linear_layers():
+    """The encoder INT8 method reads any data protocol source: a CNN's classifier, a torch encoder."""
+    import torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchslim.transformers.int8 import EncoderInt8Config, quantize_encoder_int8
+
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 14 * 14, 64), nn.ReLU(), nn.Linear(64, 10)).eval()
+    x = torch.randn(64, 3, 16, 16)
+    loader = DataLoader(TensorDataset(x, torch.zeros(64).long()), batch_size=16)
+    for act in ("per_token", "static"):
+        q, rep = quantize_encoder_int8(cnn, loader, EncoderInt8Config(activation=act))
+        with torch.no_grad():
+            assert float((q(x) - cnn(x)).norm() / cnn(x).norm()) < 0.03
+        assert rep.summary["quantized"] == 2 and rep.summary["calibration_sentences"] == 64
+    enc = nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2).eval()
+    xs = torch.randn(16, 10, 32)
+    q, rep = quantize_encoder_int8(enc, [xs[:8], xs[8:]], EncoderInt8Config())
+    with torch.no_grad():
+        assert float((q(xs) - enc(xs)).norm() / enc(xs).norm()) < 0.03
+    skipped = {e.name for e in rep.layers if e.action == "skipped"}
+    assert skipped == {"layers.0.self_attn.out_proj", "layers.1.self_attn.out_proj"} and rep.summary["quantized"] == 4
