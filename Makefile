@@ -30,6 +30,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 # `make bench-quantization` runs benchmarks/bench_quantization.py -> benchmarks/results/quantization.json
 bench-%: install

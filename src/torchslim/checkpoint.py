@@ -44,6 +44,8 @@ from torch.nn.utils import prune as torch_prune
 from torchslim._version import __version__
 from torchslim.errors import CheckpointError
 from torchslim.io import atomic_path, write_json
+from torchslim.methods import CODEC_HOMES, load_codec_home
+from torchslim.surgery import avoid_fused_paths
 
 FORMAT = "torchslim-checkpoint"
 FORMAT_VERSION = 1
@@ -179,7 +181,6 @@ def structure_of(
     shapes, so a model passed to :func:`load_checkpoint` can be reshaped to fit.
     Raises :class:`CheckpointError` for a change the checkpoint could not rebuild.
     """
-    _ensure_codecs_loaded()  # an LSTM's codec lives in torchslim.pruning, which may not be imported yet
     ref = dict(reference.named_modules()) if reference is not None else {}
     shapes = _by_module(state if state is not None else saved_state(model))
     ref_shapes = _by_module(saved_state(reference)) if reference is not None else {}
@@ -251,7 +252,7 @@ def apply_structure(model: nn.Module, structure: list[dict[str, Any]]) -> None:
             continue
         codec = _CODECS_BY_KIND.get(spec["kind"])
         if codec is None:
-            _ensure_codecs_loaded()
+            _ensure_codecs_loaded(spec["kind"])
             codec = _CODECS_BY_KIND.get(spec["kind"])
         if codec is None:
             raise CheckpointError(
@@ -259,17 +260,25 @@ def apply_structure(model: nn.Module, structure: list[dict[str, Any]]) -> None:
                 f"{__version__} does not know; upgrade torchslim"
             )
         _set_module(model, spec["name"], codec.from_config(spec["config"]))
+    # A rebuilt quantized Linear inside a torch Transformer layer has no float weight for its fused path.
+    avoid_fused_paths(model, [s["name"] for s in structure if s["kind"] != _SHAPES])
 
 
-def _ensure_codecs_loaded() -> None:
-    # Compression modules register their codecs on import.
-    import importlib
+def _ensure_codecs_loaded(kind: str | None = None) -> None:
+    """Register the codec for ``kind`` when a checkpoint names one this process does not know yet.
 
-    for mod in ("torchslim.quantization", "torchslim.pruning"):
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            pass
+    The checkpoint sits below the method packages and never imports them: codecs are registered by
+    the packages themselves (their methods' ``codecs`` in :mod:`torchslim.methods`, or their module
+    definitions). A file can name a kind whose package this process has not imported, so
+    :data:`torchslim.methods.CODEC_HOMES` maps each kind to its package and exactly that one is
+    imported here. Saving needs no lookup: a model's modules come from packages already imported.
+    Without ``kind`` (a caller that cannot tell which), every package in the table is imported.
+    """
+    if kind is not None:
+        load_codec_home(kind)
+        return
+    for k in sorted(set(CODEC_HOMES)):
+        load_codec_home(k)
 
 
 # ----------------------------------------------------------------------------- tensor encodings
@@ -350,8 +359,8 @@ def saved_state(model: nn.Module, *, _retry: bool = True) -> dict[str, torch.Ten
         if prefixes and k.startswith(prefixes):
             continue
         if not isinstance(v, torch.Tensor):
-            if _retry:  # the codec may live in a compression package not imported yet
-                _ensure_codecs_loaded()
+            if _retry:  # only torch.ao's quantized modules hold non-tensors; their codec is torchslim.quantization's
+                _ensure_codecs_loaded("seed_dynamic_linear")
                 return saved_state(model, _retry=False)
             owner = k.rpartition(".")[0]
             while owner.rpartition(".")[2].startswith("_"):  # e.g. torch.ao's private `_packed_params`
@@ -512,7 +521,7 @@ def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str)
 def _restore_model_codecs(model: nn.Module, codecs: dict[str, Any], source: str) -> nn.Module:
     for key, value in codecs.items():
         if key not in _MODEL_CODECS:
-            _ensure_codecs_loaded()
+            _ensure_codecs_loaded(key)
         if key not in _MODEL_CODECS:
             raise CheckpointError(
                 f"{source} needs model state {key!r}, which this torchslim {__version__} does not know; upgrade torchslim"

@@ -1,4 +1,7 @@
-"""``torchslim prune MODEL --method M --out PATH``: one-shot pruning, saved as a checkpoint.
+"""``torchslim prune MODEL --method M --out PATH``: pruning, saved as a checkpoint.
+
+One-shot methods need no data (activation-aware ones calibrate on the train split); gradual and
+iterative pruning fine-tune on the data set's train split and pick the best epoch on val.
 
 Masks are made permanent before saving, so the checkpoint holds plain (sparse or smaller)
 tensors: sparse ones are stored as bitmask + values, pruned architectures as module shapes.
@@ -9,18 +12,35 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-METHODS = ["magnitude", "random", "wanda", "taylor", "nm", "structured"]
+
+def method_choices() -> list[str]:
+    """The registered pruning methods' names (the recipe step types)."""
+    import torchslim.pruning  # noqa: F401  (its __init__ registers the methods)
+    from torchslim.methods import method_names
+
+    return method_names("prune")
+
+
+def _method_arg(s: str) -> str:
+    from torchslim.errors import UnknownNameError
+    from torchslim.methods import method_named
+
+    try:
+        return method_named(s, "prune").name
+    except UnknownNameError as exc:  # argparse prints it as the usage error, with the close names
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("prune", help="prune a model (unstructured, N:M or structured channels) and save it")
+    p = sub.add_parser("prune", help="prune a model (unstructured, N:M, structured channels, gradual/iterative) and save it")
     from torchslim.cli._common import MODEL_HELP
 
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--method", required=True, type=_method_arg, choices=method_choices())
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors; a .json sidecar is written)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--amount", type=_number, help="unstructured: fraction in [0, 1) or integer count of weights")
+    p.add_argument("--amount", type=_number, help="unstructured: fraction in [0, 1) or integer count of weights; "
+                   "gradual/iterative: final sparsity")  # fmt: skip
     p.add_argument("--scope", choices=["layer", "global"])
     p.add_argument("--n", type=int, help="N:M: weights kept per group")
     p.add_argument("--m", type=int, help="N:M: group size")
@@ -47,18 +67,23 @@ def _number(s: str) -> float | int:
 
 
 def build_config(args: argparse.Namespace, input_shape: list[int] | None) -> Any:
-    from torchslim.pruning.config import ONE_SHOT
+    """The method's config from the flags given; the config refuses a flag that is not one of its
+    fields (``NMConfig: amount: unknown field``)."""
+    from torchslim.methods import CALIBRATION, method_named
 
+    method = method_named(args.method, "prune")
+    cls = method.config_cls
+    has = cls.model_fields  # type: ignore[attr-defined]
     fields = {
-        "amount": args.amount, "scope": args.scope, "n": args.n, "m": args.m, "ratio": args.ratio,
-        "importance": args.importance, "round_to": args.round_to,
+        "final_sparsity" if "final_sparsity" in has else "amount": args.amount, "scope": args.scope, "n": args.n,
+        "m": args.m, "ratio": args.ratio, "importance": args.importance, "round_to": args.round_to,
     }  # fmt: skip
     given = {k: v for k, v in fields.items() if v is not None}
-    if args.method in ("wanda", "taylor"):
+    if CALIBRATION in method.needs and "calib_samples" in has:
         given["calib_samples"] = args.calib_samples
-    if input_shape is not None:
+    if input_shape is not None and "input_shape" in has:
         given["input_shape"] = input_shape
-    return ONE_SHOT[args.method](**given)
+    return cls(**given)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from torchslim.data import ImageData
     from torchslim.io import write_json
+    from torchslim.methods import TRAINING, method_named
     from torchslim.pruning import make_permanent, prune
 
     out = checkpoint_out(args.out, args.force, inputs=[args.model])
@@ -81,12 +107,15 @@ def run(args: argparse.Namespace) -> int:
     arch = meta.get("architecture", {}).get("name")
     entry_shape = _registered_shape(arch)
     config = build_config(args, None if args.dataset else entry_shape)  # options checked before data loads
-    calib = None
-    if args.dataset is not None or entry_shape is None or args.method in ("wanda", "taylor"):
+    needs = method_named(args.method, "prune").needs
+    calib = train = val = None
+    if args.dataset is not None or entry_shape is None or needs:
         args.dataset = args.dataset or "fashion-mnist"
         got = data_arg(args, "train", meta)
         calib = got.subset(args.calib_samples) if isinstance(got, ImageData) else got
-    pruned, report = prune(model, config, targets=targets, calib_data=calib)
+        if TRAINING in needs:
+            train, val = got, data_arg(args, "val", meta)
+    pruned, report = prune(model, config, targets=targets, calib_data=calib, train_data=train, val_data=val, quiet=False)
     pruned = make_permanent(pruned, inplace=True)
     save_checkpoint(
         pruned, out, architecture=arch, architecture_config=meta.get("architecture", {}).get("config") or None,

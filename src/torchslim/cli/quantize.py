@@ -1,6 +1,6 @@
 """``torchslim quantize MODEL --method M --out PATH``: quantize a checkpoint and save the integer model.
 
-Static INT8 and QAT calibrate on ``--calib-samples`` images of the data set's train split; QAT
+Methods that need calibration (int8_static, qat) calibrate on ``--calib-samples`` images of the data set's train split; QAT
 also trains (``--epochs``) on it. The saved checkpoint holds the INT8/INT4 tensors themselves.
 """
 
@@ -9,10 +9,24 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-METHODS = {
-    "fp16": "FP16Config", "bf16": "BF16Config", "int8-dynamic": "DynamicInt8Config",
-    "int8-static": "StaticInt8Config", "weight-only": "WeightOnlyConfig", "qat": "QATConfig",
-}  # fmt: skip
+
+def method_choices() -> list[str]:
+    """The registered quantization methods' names (the recipe step types); ``--method`` also takes
+    the dash spelling (``int8-static``)."""
+    import torchslim.quantization  # noqa: F401  (its __init__ registers the methods)
+    from torchslim.methods import method_names
+
+    return method_names("quantize")
+
+
+def _method_arg(s: str) -> str:
+    from torchslim.errors import UnknownNameError
+    from torchslim.methods import method_named
+
+    try:
+        return method_named(s, "quantize").name
+    except UnknownNameError as exc:  # argparse prints it as the usage error, with the close names
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,16 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     from torchslim.cli._common import MODEL_HELP
 
     p.add_argument("model", help=MODEL_HELP)
-    p.add_argument("--method", required=True, choices=list(METHODS))
+    p.add_argument("--method", required=True, type=_method_arg, choices=method_choices())
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors; a .json sidecar is written)")
     p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
-    p.add_argument("--observer", help="int8-static: minmax, moving_average, percentile, mse, kl or auto")
-    p.add_argument("--per-tensor", action="store_true", help="int8-static/qat: one weight scale per layer")
-    p.add_argument("--symmetric", action="store_true", help="int8-static/qat: symmetric activation ranges")
-    p.add_argument("--bits", type=int, help="weight-only: 4 or 8; qat: weight bits")
-    p.add_argument("--activation-bits", type=int, help="int8-static/qat: activation bits")
-    p.add_argument("--group-size", type=int, help="weight-only: 32, 64 or 128")
-    p.add_argument("--activation", help="int8-dynamic: per_token or per_tensor")
+    p.add_argument("--observer", help="int8_static: minmax, moving_average, percentile, mse, kl or auto")
+    p.add_argument("--per-tensor", action="store_true", help="int8_static/qat: one weight scale per layer")
+    p.add_argument("--symmetric", action="store_true", help="int8_static/qat: symmetric activation ranges")
+    p.add_argument("--bits", type=int, help="weight_only: 4 or 8; qat: weight bits")
+    p.add_argument("--activation-bits", type=int, help="int8_static/qat: activation bits")
+    p.add_argument("--group-size", type=int, help="weight_only: 32, 64 or 128")
+    p.add_argument("--activation", help="int8_dynamic: per_token or per_tensor")
     p.add_argument("--epochs", type=int, help="qat: training epochs")
     p.add_argument("--learn-scales", action="store_true", help="qat: train the activation scales (LSQ)")
     p.add_argument("--targets", default=None, help='JSON {"layer or re:pattern or Type": null to keep in float}')
@@ -42,35 +56,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> Any:
-    import torchslim.quantization as q
+    """The method's config from the flags given; the config refuses a flag that is not one of its
+    fields (``WeightOnlyConfig: observer: unknown field``)."""
+    from torchslim.methods import method_named
     from torchslim.training.config import TrainConfig
 
-    cls = getattr(q, METHODS[args.method])
-    fields: dict[str, Any] = {}
-    if args.method in ("int8-static", "qat"):
-        if args.observer is not None:
-            fields["observer"] = args.observer
-        if args.per_tensor:
-            fields["per_channel"] = False
-        if args.symmetric:
-            fields["symmetric"] = True
-        if args.activation_bits is not None:
-            fields["activation_bits"] = args.activation_bits
+    cls = method_named(args.method, "quantize").config_cls
+    has = cls.model_fields  # type: ignore[attr-defined]
+    given = {
+        "observer": args.observer, "per_channel": False if args.per_tensor else None,
+        "symmetric": True if args.symmetric else None, "activation_bits": args.activation_bits,
+        "weight_bits" if "weight_bits" in has else "bits": args.bits, "group_size": args.group_size,
+        "activation": args.activation, "learn_scales": True if args.learn_scales else None,
+        "train": None if args.epochs is None else TrainConfig(epochs=args.epochs, lr=0.005, augment=False),
+    }  # fmt: skip
+    fields: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if "max_calib_samples" in has:
         fields["max_calib_samples"] = args.calib_samples
-    if args.method == "weight-only":
-        if args.bits is not None:
-            fields["bits"] = args.bits
-        if args.group_size is not None:
-            fields["group_size"] = args.group_size
-    if args.method == "qat":
-        if args.bits is not None:
-            fields["weight_bits"] = args.bits
-        if args.learn_scales:
-            fields["learn_scales"] = True
-        if args.epochs is not None:
-            fields["train"] = TrainConfig(epochs=args.epochs, lr=0.005, augment=False)
-    if args.method == "int8-dynamic" and args.activation is not None:
-        fields["activation"] = args.activation
     return cls(**fields)
 
 
@@ -87,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from torchslim.data import ImageData
     from torchslim.errors import ConfigError
     from torchslim.io import write_json
+    from torchslim.methods import CALIBRATION, TRAINING, method_named
     from torchslim.quantization import quantize
 
     out = checkpoint_out(args.out, args.force, inputs=[args.model])
@@ -97,12 +100,13 @@ def run(args: argparse.Namespace) -> int:
     if args.calib_samples < 1:
         raise ConfigError(f"--calib-samples must be >= 1, got {args.calib_samples}")
     calib = train = val = None
-    if args.method in ("int8-static", "qat") or args.dataset is not None:
+    needs = method_named(args.method, "quantize").needs
+    if CALIBRATION in needs or args.dataset is not None:
         # Dynamic and weight-only INT8 need no data; given --data, the report measures their output error.
         args.dataset = args.dataset or "fashion-mnist"
         train_full = data_arg(args, "train", meta)
         calib = train_full.subset(args.calib_samples) if isinstance(train_full, ImageData) else train_full
-        if args.method == "qat":
+        if TRAINING in needs:
             train, val = train_full, data_arg(args, "val", meta)
     qmodel, report = quantize(model, config, calib_data=calib, targets=targets, train_data=train, val_data=val, quiet=False)
     save_checkpoint(

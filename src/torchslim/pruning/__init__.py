@@ -8,11 +8,21 @@ gradual and iterative schedules, and making masks permanent.
 0.5
 """
 
-from torchslim.pruning import codecs as _codecs  # noqa: F401  (registers checkpoint codecs)
+from typing import Any
+
+from torchslim.methods import (
+    CALIBRATION,
+    ON_FLOAT_WEIGHTS,
+    SPARSE,
+    STRUCTURED,
+    TRAINING,
+    register_method,
+)
+from torchslim.pruning import api as _api
 from torchslim.pruning.api import prune
+from torchslim.pruning.codecs import _register as _register_codecs
 from torchslim.pruning.compat import global_unstructured
 from torchslim.pruning.config import (
-    CONFIGS,
     GradualConfig,
     IterativeConfig,
     MagnitudeConfig,
@@ -36,8 +46,25 @@ from torchslim.pruning.schedule import (
 )
 from torchslim.pruning.unstructured import nm_mask
 
+
+# One entry per method: prune() dispatches on the config's type, recipes and the CLI use the name
+# (the config's ``method``). The codecs rebuild layers structured pruning reshapes (LSTM, Conv1d...).
+def _register(cls: type, handler: Any, produces: str, **kw: Any) -> None:
+    register_method(cls, verb="prune", handler=handler, produces={produces}, forbidden_after=ON_FLOAT_WEIGHTS,
+                    codecs=_register_codecs, **kw)  # fmt: skip
+
+
+_register(MagnitudeConfig, _api.unstructured_method, SPARSE)
+_register(RandomConfig, _api.unstructured_method, SPARSE)
+_register(WandaConfig, _api.unstructured_method, SPARSE, needs={CALIBRATION})
+_register(TaylorConfig, _api.unstructured_method, SPARSE, needs={CALIBRATION})
+_register(NMConfig, _api.unstructured_method, SPARSE)
+_register(StructuredConfig, _api.structured_method, STRUCTURED)
+_register(GradualConfig, _api.gradual_method, SPARSE, needs={TRAINING})
+_register(IterativeConfig, _api.iterative_method, SPARSE, needs={TRAINING})
+
 __all__ = [
-    "CONFIGS", "GradualConfig", "GradualPruning", "IterativeConfig", "KeepSparsity", "MagnitudeConfig", "NMConfig",
+    "GradualConfig", "GradualPruning", "IterativeConfig", "KeepSparsity", "MagnitudeConfig", "NMConfig",
     "RandomConfig", "StructuredConfig", "TaylorConfig", "WandaConfig", "config_from_dict",
     "cubic_sparsity", "global_unstructured", "make_permanent", "nm_mask", "prune", "prune_gradual", "prune_iterative",
     "pruned_parameters",

@@ -1,8 +1,7 @@
-"""``prune(model, config)``: the pruning verb. A registry maps each config class to its method."""
+"""``prune(model, config)``: the pruning verb; it dispatches on the config's type through :mod:`torchslim.methods`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch.nn as nn
@@ -10,31 +9,40 @@ import torch.nn as nn
 from torchslim.data.datasets import ImageData
 from torchslim.errors import ConfigError
 from torchslim.layer_report import Report
+from torchslim.methods import CALIBRATION, TRAINING, MethodCall, method_for
 from torchslim.pruning._common import check_not_quantized, copy_model
 from torchslim.pruning.config import (
     GradualConfig,
     IterativeConfig,
-    MagnitudeConfig,
-    NMConfig,
     PruneConfig,
-    RandomConfig,
     StructuredConfig,
-    TaylorConfig,
-    WandaConfig,
 )
 from torchslim.pruning.schedule import prune_gradual, prune_iterative
 from torchslim.pruning.structured import prune_structured
 from torchslim.pruning.unstructured import prune_unstructured
 
-Handler = Callable[[nn.Module, Any, Any, Any], tuple[nn.Module, Report]]
-_HANDLERS: dict[type[PruneConfig], Handler] = {
-    MagnitudeConfig: prune_unstructured,
-    RandomConfig: prune_unstructured,
-    WandaConfig: prune_unstructured,
-    TaylorConfig: prune_unstructured,
-    NMConfig: prune_unstructured,
-    StructuredConfig: prune_structured,  # type: ignore[dict-item]
-}
+
+# ----------------------------------------------------------------------------- method handlers
+# Registered per config class in torchslim/pruning/__init__.py; ``prune`` has checked the model
+# and the data the entry needs before any of them runs. Each works on a copy.
+def unstructured_method(model: nn.Module, config: PruneConfig, call: MethodCall) -> tuple[nn.Module, Report]:
+    return prune_unstructured(copy_model(model), config, call.targets, call.calib_data)
+
+
+def structured_method(model: nn.Module, config: StructuredConfig, call: MethodCall) -> tuple[nn.Module, Report]:
+    return prune_structured(copy_model(model), config, call.targets, call.calib_data)
+
+
+def gradual_method(model: nn.Module, config: GradualConfig, call: MethodCall) -> tuple[nn.Module, Report]:
+    new, report, _ = prune_gradual(model, config, call.train_data, call.val_data, targets=call.targets,
+                                   teacher=call.teacher, quiet=call.quiet)  # fmt: skip
+    return new, report
+
+
+def iterative_method(model: nn.Module, config: IterativeConfig, call: MethodCall) -> tuple[nn.Module, Report]:
+    new, report, _ = prune_iterative(model, config, call.train_data, call.val_data, targets=call.targets,
+                                     teacher=call.teacher, quiet=call.quiet)  # fmt: skip
+    return new, report
 
 
 def prune(
@@ -63,24 +71,21 @@ def prune(
     and need ``train_data`` and ``val_data`` (``teacher`` enables distillation if configured).
 
     >>> from torchslim.models import create_model
+    >>> from torchslim.pruning import MagnitudeConfig
     >>> m, report = prune(create_model("lenet300"), MagnitudeConfig(amount=0.9, scope="global"))
     >>> round(report.summary["targeted_sparsity_after"], 3)
     0.9
     """
-    if isinstance(config, GradualConfig | IterativeConfig):
-        if train_data is None or val_data is None:
-            raise ConfigError(f"{type(config).__name__} prunes while fine-tuning: pass train_data= and val_data=")
-        if isinstance(config, GradualConfig):
-            new, report, _ = prune_gradual(model, config, train_data, val_data, targets=targets, teacher=teacher, quiet=quiet)
-        else:
-            new, report, _ = prune_iterative(model, config, train_data, val_data, targets=targets, teacher=teacher, quiet=quiet)
-        return new, report
-    handler = _HANDLERS.get(type(config))
-    if handler is None:
-        raise ConfigError(
-            f"prune() takes one of {[c.__name__ for c in _HANDLERS]}, got {type(config).__name__}"
-        )
+    method = method_for(config, "prune")
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if TRAINING in method.needs and (train_data is None or val_data is None):
+        raise ConfigError(f"{type(config).__name__} prunes while fine-tuning: pass train_data= and val_data=")
+    if CALIBRATION in method.needs and calib_data is None:
+        raise ConfigError(
+            f"{type(config).__name__} needs calibration data: pass calib_data= (ImageData, tensor or batches of representative inputs)"
+        )
     check_not_quantized(model)
-    return handler(copy_model(model), config, targets, calib_data)
+    call = MethodCall(targets=targets, calib_data=calib_data, train_data=train_data, val_data=val_data,
+                      teacher=teacher, quiet=quiet)  # fmt: skip
+    return method.handler(model, config, call)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from torchslim.config import StrictConfig
-from torchslim.errors import UnknownNameError, suggest
+from torchslim.methods import method_named
 from torchslim.training.config import TrainConfig
 
 Amount = float | int
@@ -197,22 +197,14 @@ class IterativeConfig(StrictConfig):
         return 1.0 - (1.0 - self.final_sparsity) ** (r / self.rounds)
 
 
-ONE_SHOT: dict[str, type[PruneConfig]] = {
-    c.method: c for c in (MagnitudeConfig, RandomConfig, WandaConfig, TaylorConfig, NMConfig, StructuredConfig)
-}
-CONFIGS: dict[str, type[BaseModel]] = {**ONE_SHOT, "gradual": GradualConfig, "iterative": IterativeConfig}
-
-
 def config_from_dict(spec: dict[str, Any]) -> BaseModel:
-    """Build a config from ``{"type": <method>, ...fields}`` (a recipe step).
+    """Build a config from ``{"type": <method>, ...fields}`` (a recipe step); the names are the
+    registered pruning methods (:mod:`torchslim.methods`).
 
     >>> config_from_dict({"type": "nm", "n": 1, "m": 4}).sparsity
     0.75
     """
     spec = dict(spec)
     kind = spec.pop("type", None)
-    if kind not in CONFIGS:
-        raise UnknownNameError(
-            f"unknown pruning method {kind!r}; choose one of {sorted(CONFIGS)}.{suggest(str(kind), CONFIGS)}"
-        )
-    return CONFIGS[kind](**spec)
+    cls = method_named(str(kind), "prune").config_cls
+    return cls(**spec)  # type: ignore[no-any-return]

@@ -21,6 +21,10 @@ machines) before choosing:
   it is what the seed's ``torch.quantization.quantize_dynamic`` runs (``SeedDynamicConfig``).
 """
 
+from typing import Any
+
+from torchslim.methods import CALIBRATION, ON_FLOAT_WEIGHTS, QUANTIZED, TRAINING, register_method
+from torchslim.quantization import api as _api
 from torchslim.quantization.api import check_not_quantized, quantize
 from torchslim.quantization.codecs import register_all as _register_codecs
 from torchslim.quantization.config import (
@@ -43,7 +47,22 @@ from torchslim.quantization.modules import (
 )
 from torchslim.quantization.static_modules import QConv2d, QLinear, QTensor
 
-_register_codecs()
+
+# One entry per method: quantize() dispatches on the config's type, recipes and the CLI use the
+# name (the config's ``method``). Every method ends in low-precision or integer layers (QAT
+# converts at its end); the codecs rebuild those layers from a checkpoint.
+def _register(cls: type[QuantConfig], handler: Any, **kw: Any) -> None:
+    register_method(cls, verb="quantize", handler=handler, produces={QUANTIZED}, forbidden_after=ON_FLOAT_WEIGHTS,
+                    codecs=_register_codecs, **kw)  # fmt: skip
+
+
+_register(FP16Config, _api.cast_method, accepts_targets=False)
+_register(BF16Config, _api.cast_method, accepts_targets=False)
+_register(DynamicInt8Config, _api.dynamic_int8_method)
+_register(SeedDynamicConfig, _api.seed_dynamic_method, accepts_targets=False)
+_register(StaticInt8Config, _api.static_int8_method, needs={CALIBRATION})
+_register(WeightOnlyConfig, _api.weight_only_method)
+_register(QATConfig, _api.qat_method, needs={CALIBRATION, TRAINING})
 
 __all__ = [
     "BF16Config", "DynamicInt8Config", "FP16Config", "Int8DynamicLinear", "QATConfig", "QConv2d", "QLinear",

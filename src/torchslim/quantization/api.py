@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -13,9 +13,9 @@ import torch.nn as nn
 from torchslim.data.protocol import ModelInput, as_data, describe, output_tensor
 from torchslim.errors import CompatibilityError, ConfigError, DataError, TargetError
 from torchslim.layer_report import Report
+from torchslim.methods import CALIBRATION, TRAINING, MethodCall, method_for
 from torchslim.modes import kept_mode
 from torchslim.quantization.config import (
-    CONFIGS,
     BF16Config,
     DynamicInt8Config,
     FP16Config,
@@ -28,6 +28,7 @@ from torchslim.quantization.config import (
 from torchslim.quantization.modules import Int8DynamicLinear, WeightOnlyLinear
 from torchslim.quantization.static import Precision, quantize_static
 from torchslim.quantization.static_modules import QConv2d, QLinear
+from torchslim.surgery import avoid_fused_paths, weight_read_by_parent
 from torchslim.targets import resolve_targets
 
 _QUANT_TYPES = (Int8DynamicLinear, WeightOnlyLinear, QConv2d, QLinear)
@@ -70,20 +71,17 @@ def quantize(
     >>> q(calib[:2]).shape
     torch.Size([2, 10])
     """
-    if not isinstance(config, QuantConfig):
-        names = ", ".join(c.__name__ for c in CONFIGS)
-        raise ConfigError(f"quantize() needs one of the config classes {names}; got {type(config).__name__}")
+    method = method_for(config, "quantize")
     if not isinstance(model, nn.Module):
         raise ConfigError(f"quantize() needs an nn.Module, got {type(model).__name__}")
     check_not_quantized(model)
-    report = Report("quantize", config.method)
-    if isinstance(config, (FP16Config, BF16Config, SeedDynamicConfig)) and targets:
+    report = Report("quantize", method.name)
+    if not method.accepts_targets and targets:
         raise ConfigError(
             f"{type(config).__name__} applies to the whole model and takes no targets; use DynamicInt8Config, "
             "StaticInt8Config or WeightOnlyConfig for mixed precision"
         )
-    needs_calib = isinstance(config, (StaticInt8Config, QATConfig))
-    if needs_calib and calib_data is None:
+    if CALIBRATION in method.needs and calib_data is None:
         raise ConfigError(
             f"{type(config).__name__} needs calib_data: a few hundred representative inputs "
             "(e.g. load_dataset(...).subset(512) or a tensor [N, C, H, W]); "
@@ -92,48 +90,76 @@ def quantize(
     limit = getattr(config, "max_calib_samples", None)
     calib = None if calib_data is None else calib_inputs(calib_data, model, limit, input_fn=input_fn,
                                                          batch_size=getattr(config, "batch_size", 128))  # fmt: skip
-    if isinstance(config, QATConfig) and (train_data is None or val_data is None):
-        raise ConfigError("QATConfig trains the model: pass train_data= and val_data= (ImageData)")
-
-    if isinstance(config, (FP16Config, BF16Config)):
-        new = _cast(model, torch.float16 if isinstance(config, FP16Config) else torch.bfloat16, report)
-    elif isinstance(config, SeedDynamicConfig):
-        new = seed_dynamic(model, report)
-    elif isinstance(config, DynamicInt8Config):
-        layers = _resolve(model, targets, (nn.Linear,))
-        new = _swap_linears(model, layers, report, "int8-dynamic",
-                            lambda m: Int8DynamicLinear.from_float(m, activation=config.activation),
-                            f"per-channel int8 weights, {config.activation.replace('_', '-')} int8 activations")  # fmt: skip
-        _report_unsupported(model, layers, report, "dynamic INT8 covers nn.Linear; StaticInt8Config quantizes Conv2d", (nn.Linear,))
-    elif isinstance(config, WeightOnlyConfig):
-        layers = _resolve(model, targets, (nn.Linear,))
-        new = _swap_linears(model, layers, report, f"int{config.bits}-weight-only",
-                            lambda m: WeightOnlyLinear.from_float(m, bits=config.bits, group_size=config.group_size),
-                            f"asymmetric int{config.bits}, group {config.group_size}, fp16 scales"
-                            f"{', packed 2 per byte' if config.bits == 4 else ''}")  # fmt: skip
-        _report_unsupported(model, layers, report, "weight-only quantization covers nn.Linear", (nn.Linear,))
-    elif isinstance(config, StaticInt8Config):
-        layers = _resolve(model, targets, (nn.Conv2d, nn.Linear))
-        assert calib is not None
-        prec = Precision(config.weight_bits, config.activation_bits, config.reduce_range, config.per_channel, config.symmetric)
-        _check_range(prec)
-        new = quantize_static(
-            model, list(layers), calib, prec=prec, observer=config.observer, batch_size=config.batch_size,
-            percentile=config.percentile, auto_samples=config.auto_samples, report=report, fold_bn=config.fold_bn,
-        )  # fmt: skip
-        _report_unsupported(model, layers, report, "no integer kernel for this layer type", (nn.Conv2d, nn.Linear),
-                            skip_bn=config.fold_bn)
-    else:
-        assert isinstance(config, QATConfig) and calib is not None
-        from torchslim.quantization.qat_flow import run_qat
-
-        layers = _resolve(model, targets, (nn.Conv2d, nn.Linear))
-        prec = Precision(config.weight_bits, config.activation_bits, config.reduce_range, config.per_channel, config.symmetric)
-        _check_range(prec)
-        new = run_qat(model, list(layers), calib, config, prec, train_data, val_data, report, quiet=quiet)
-        _report_unsupported(model, layers, report, "no integer kernel for this layer type", (nn.Conv2d, nn.Linear),
-                            skip_bn=config.fold_bn)
+    if TRAINING in method.needs and (train_data is None or val_data is None):
+        raise ConfigError(f"{type(config).__name__} trains the model: pass train_data= and val_data= (ImageData)")
+    call = MethodCall(targets=targets, calib_data=calib, train_data=train_data, val_data=val_data, quiet=quiet, report=report)
+    new, report = method.handler(model, config, call)
     _summarize(model, new, report, calib)
+    return new, report
+
+
+# ----------------------------------------------------------------------------- method handlers
+# Each is registered for its config class in torchslim/quantization/__init__.py; ``quantize`` has
+# checked the model, the targets rule and the data the entry needs before any of them runs.
+def cast_method(model: nn.Module, config: FP16Config | BF16Config, call: MethodCall) -> tuple[nn.Module, Report]:
+    assert call.report is not None
+    return _cast(model, torch.float16 if isinstance(config, FP16Config) else torch.bfloat16, call.report), call.report
+
+
+def seed_dynamic_method(model: nn.Module, config: SeedDynamicConfig, call: MethodCall) -> tuple[nn.Module, Report]:
+    assert call.report is not None
+    return seed_dynamic(model, call.report), call.report
+
+
+def dynamic_int8_method(model: nn.Module, config: DynamicInt8Config, call: MethodCall) -> tuple[nn.Module, Report]:
+    report = call.report
+    assert report is not None
+    layers = _resolve(model, call.targets, (nn.Linear,))
+    new = _swap_linears(model, layers, report, "int8-dynamic",
+                        lambda m: Int8DynamicLinear.from_float(m, activation=config.activation),
+                        f"per-channel int8 weights, {config.activation.replace('_', '-')} int8 activations")  # fmt: skip
+    _report_unsupported(model, layers, report, "dynamic INT8 covers nn.Linear; StaticInt8Config quantizes Conv2d", (nn.Linear,))
+    return new, report
+
+
+def weight_only_method(model: nn.Module, config: WeightOnlyConfig, call: MethodCall) -> tuple[nn.Module, Report]:
+    report = call.report
+    assert report is not None
+    layers = _resolve(model, call.targets, (nn.Linear,))
+    new = _swap_linears(model, layers, report, f"int{config.bits}-weight-only",
+                        lambda m: WeightOnlyLinear.from_float(m, bits=config.bits, group_size=config.group_size),
+                        f"asymmetric int{config.bits}, group {config.group_size}, fp16 scales"
+                        f"{', packed 2 per byte' if config.bits == 4 else ''}")  # fmt: skip
+    _report_unsupported(model, layers, report, "weight-only quantization covers nn.Linear", (nn.Linear,))
+    return new, report
+
+
+def static_int8_method(model: nn.Module, config: StaticInt8Config, call: MethodCall) -> tuple[nn.Module, Report]:
+    report, calib = call.report, call.calib_data
+    assert report is not None and calib is not None
+    layers = _resolve(model, call.targets, (nn.Conv2d, nn.Linear))
+    prec = Precision(config.weight_bits, config.activation_bits, config.reduce_range, config.per_channel, config.symmetric)
+    _check_range(prec)
+    new = quantize_static(
+        model, list(layers), calib, prec=prec, observer=config.observer, batch_size=config.batch_size,
+        percentile=config.percentile, auto_samples=config.auto_samples, report=report, fold_bn=config.fold_bn,
+    )  # fmt: skip
+    _report_unsupported(model, layers, report, "no integer kernel for this layer type", (nn.Conv2d, nn.Linear),
+                        skip_bn=config.fold_bn)  # fmt: skip
+    return new, report
+
+
+def qat_method(model: nn.Module, config: QATConfig, call: MethodCall) -> tuple[nn.Module, Report]:
+    from torchslim.quantization.qat_flow import run_qat
+
+    report, calib = call.report, call.calib_data
+    assert report is not None and calib is not None
+    layers = _resolve(model, call.targets, (nn.Conv2d, nn.Linear))
+    prec = Precision(config.weight_bits, config.activation_bits, config.reduce_range, config.per_channel, config.symmetric)
+    _check_range(prec)
+    new = run_qat(model, list(layers), calib, config, prec, call.train_data, call.val_data, report, quiet=call.quiet)
+    _report_unsupported(model, layers, report, "no integer kernel for this layer type", (nn.Conv2d, nn.Linear),
+                        skip_bn=config.fold_bn)  # fmt: skip
     return new, report
 
 
@@ -200,32 +226,11 @@ def _resolve(model: nn.Module, targets: Mapping[str, Any] | None, types: tuple[t
             f"target(s) {bad} name {[type(mods[n]).__name__ for n in bad]} layers this method cannot quantize; "
             f"it handles {'/'.join(t.__name__ for t in types)}"
         )
-    kept = _weight_read_by_parent(model)
+    kept = weight_read_by_parent(model)
     named = [n for n in layers if n in kept and n in (targets or {})]
     if named:
         raise TargetError(f"cannot quantize {named[0]}: {kept[named[0]]}; remove it from targets")
     return {n: v for n, v in layers.items() if n not in kept}
-
-
-# Parents whose forward reads a child Linear's weight/bias tensors instead of calling the child, so
-# a swapped-in quantized layer (which has no float ``weight``) breaks them.
-_READS_CHILD_WEIGHT: dict[type[nn.Module], tuple[str, ...]] = {nn.MultiheadAttention: ("out_proj",)}
-
-
-def _weight_read_by_parent(model: nn.Module) -> dict[str, str]:
-    """``{layer name: reason}`` for Linear layers that must stay float because their parent reads their weight."""
-    out: dict[str, str] = {}
-    for pname, parent in model.named_modules():
-        for ptype, attrs in _READS_CHILD_WEIGHT.items():
-            if isinstance(parent, ptype):
-                for a in attrs:
-                    if isinstance(getattr(parent, a, None), nn.Linear):
-                        out[f"{pname}.{a}" if pname else a] = f"nn.{ptype.__name__} reads {a}'s weight directly; kept in float"
-    for name, m in model.named_modules():
-        # torch marks such layers with this subclass (any parent, not only MultiheadAttention).
-        if isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear) and name not in out:
-            out[name] = "a NonDynamicallyQuantizableLinear: its parent reads its weight directly; kept in float"
-    return out
 
 
 def _check_range(prec: Precision) -> None:
@@ -243,7 +248,7 @@ def _report_unsupported(
     skip_bn: bool = False,
 ) -> None:  # fmt: skip
     done = {e.name for e in report.layers}
-    kept = _weight_read_by_parent(model)
+    kept = weight_read_by_parent(model)
     for name, m in model.named_modules():
         if not name or name in done:
             continue
@@ -276,34 +281,10 @@ def _swap_linears(model: nn.Module, layers: Mapping[str, Any], report: Report, a
         report.add(name, "Linear", action, detail,
                    before={"weight_bytes": old.weight.numel() * 4 + (old.bias.numel() * 4 if old.bias is not None else 0), "dtype": "float32"},
                    after={"weight_bytes": after, "dtype": action.split("-")[0], "weight_rel_error": round(err, 5)})  # fmt: skip
-    off = _avoid_fused_paths(new, layers)
+    off = avoid_fused_paths(new, layers)
     if off:
         report.summary["fused_path_off"] = off
     return new
-
-
-def _no_op_hook(_m: nn.Module, _args: Any) -> None:
-    return None
-
-
-def _avoid_fused_paths(model: nn.Module, swapped: Iterable[str]) -> list[str]:
-    """Keep torch's fused Transformer kernels, which read each Linear's float ``weight``, off the
-    encoder layers that now hold quantized Linears; returns the modules changed."""
-    swapped = set(swapped)
-    off = []
-    for name, m in model.named_modules():
-        if not isinstance(m, (nn.TransformerEncoderLayer, nn.TransformerEncoder)):
-            continue
-        prefix = f"{name}." if name else ""
-        if not any(s.startswith(prefix) for s in swapped):
-            continue
-        if isinstance(m, nn.TransformerEncoder):
-            m.use_nested_tensor = False  # its nested-tensor check reads layers[0]'s Linear weights
-        else:
-            # torch checks for hooks before it reads the weights, and takes the fast path only without them.
-            m.register_forward_pre_hook(_no_op_hook)
-        off.append(name or "<root>")
-    return off
 
 
 def _cast(model: nn.Module, dtype: torch.dtype, report: Report) -> nn.Module:

@@ -1,4 +1,5 @@
-"""One config class per quantization method; ``quantize(model, config)`` dispatches on the class.
+"""One config class per quantization method; ``quantize(model, config)`` dispatches on the class
+through the method registry (:mod:`torchslim.methods`; the entries are in this package's ``__init__``).
 
 The fields are the YAML recipe keys (``extra="forbid"`` turns a typo into an error) and a wrong
 value raises :class:`~torchslim.errors.ConfigError` naming the field, before any work starts.
@@ -144,7 +145,3 @@ class QATConfig(QuantConfig):
     batch_size: int = Field(128, ge=1)
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=2, lr=0.005, warmup_epochs=0.0, augment=False))
 
-
-CONFIGS: tuple[type[QuantConfig], ...] = (
-    FP16Config, BF16Config, DynamicInt8Config, SeedDynamicConfig, StaticInt8Config, WeightOnlyConfig, QATConfig,
-)  # fmt: skip

@@ -1,9 +1,11 @@
 """The step registry: a recipe step ``{type: T, ...}`` is validated by T's config class and run by T's function.
 
-Every verb's methods register here (``register_step``), so YAML recipes and Python share one
-list of names and one set of config classes. Steps also declare what state they leave the
-model in (``produces``) and which states they cannot follow (``forbidden_after``), so an
-impossible order (structured pruning after INT8 conversion) is refused before any work starts.
+Two sources, one list of names: every method in :mod:`torchslim.methods` (quantization, pruning,
+and any method registered later) is a step of the same name, generated from its entry; the
+recipe-only steps (fine-tuning, evaluation, Deep Compression, export) register here with
+``register_step``. Steps declare what state they leave the model in (``produces``) and which
+states they cannot follow (``forbidden_after``), so an impossible order (structured pruning after
+INT8 conversion) is refused before any work starts.
 """
 
 from __future__ import annotations
@@ -17,18 +19,14 @@ from pydantic import BaseModel
 
 from torchslim.errors import UnknownNameError, suggest
 from torchslim.layer_report import Report
+from torchslim.methods import CODED, QUANTIZED, SHARED, SPARSE, STRUCTURED, Method, methods
+
+__all__ = ["CODED", "QUANTIZED", "SHARED", "SPARSE", "STRUCTURED", "StepType", "get_step", "register_step", "step_types"]
 
 if TYPE_CHECKING:
     from torchslim.recipes.context import StepContext
 
 RunFn = Callable[[nn.Module, Any, "StepContext"], "tuple[nn.Module, Report | None]"]
-
-# Model states a step can leave behind; see ``forbidden_after``.
-QUANTIZED = "quantized"  # converted to integer / low-precision kernels: no more float training or pruning
-SHARED = "shared"  # weights are codebook indices (weight sharing)
-CODED = "coded"  # Huffman-coded storage: final form
-SPARSE = "sparse"  # unstructured zeros (informational)
-STRUCTURED = "structured"  # channels removed (informational)
 
 
 @dataclass(frozen=True)
@@ -80,24 +78,48 @@ def register_step(
     return st
 
 
+_METHOD_STEPS: dict[Method, StepType] = {}
+
+
 def _ensure_builtin() -> None:
     from torchslim.recipes import steps
 
     steps.register_builtin()
 
 
+def _method_step(m: Method) -> StepType:
+    """The step of registry entry ``m`` (built once per entry)."""
+    st = _METHOD_STEPS.get(m)
+    if st is None:
+        from torchslim.recipes.steps import run_method
+
+        def run(model: nn.Module, config: Any, ctx: StepContext) -> tuple[nn.Module, Report | None]:
+            return run_method(m, model, config, ctx)
+
+        st = _METHOD_STEPS[m] = StepType(m.name, m.config_cls, run, m.description, m.produces,
+                                         dict(m.forbidden_after), {}, m.accepts_targets)  # fmt: skip
+    return st
+
+
+def _all_steps() -> dict[str, StepType]:
+    _ensure_builtin()
+    out = {m.name: _method_step(m) for m in methods()}
+    out.update(_STEPS)
+    return out
+
+
 def step_types() -> list[str]:
     """Every registered step type name, sorted."""
-    _ensure_builtin()
-    return sorted(_STEPS)
+    return sorted(_all_steps())
 
 
 def get_step(type: str) -> StepType:
-    _ensure_builtin()
+    """The step called ``type`` (a method name or a recipe-only step), with a did-you-mean error."""
+    steps = _all_steps()
     name = _ALIASES.get(type, type)
-    if name not in _STEPS:
+    if name not in steps:
         raise UnknownNameError(
-            f"unknown step type {type!r}.{suggest(type, list(_STEPS) + list(_ALIASES))} "
-            f"Known types: {', '.join(sorted(_STEPS))}"
+            f"unknown step type {type!r}.{suggest(type, list(steps) + list(_ALIASES))} "
+            f"Known types: {', '.join(sorted(steps))}"
         )
-    return _STEPS[name]
+    return steps[name]
