@@ -82,9 +82,10 @@ _METHOD_STEPS: dict[Method, StepType] = {}
 
 
 def _ensure_builtin() -> None:
-    from torchslim.recipes import steps
+    if "evaluate" not in _STEPS:  # the recipe-only steps, registered into this registry on first use
+        from torchslim.recipes import steps
 
-    steps.register_builtin()
+        steps.register_builtin(register_step)
 
 
 def _method_step(m: Method) -> StepType:

@@ -34,8 +34,6 @@ from torchslim.recipes.context import StepContext
 from torchslim.recipes.registry import CODED, QUANTIZED, SHARED, SPARSE, register_step
 from torchslim.recovery import FinetuneConfig, finetune
 
-_registered = False
-
 NO_TRAIN_AFTER_QUANT = "the model was converted to integer kernels, which cannot be trained"
 FINAL_CODED = "Huffman-coded layers are the final storage form; nothing can change them afterwards"
 NOT_ON_SHARED = "weight-shared layers hold codebook indices, not float weights"
@@ -141,31 +139,28 @@ def _run_export(model: nn.Module, config: Any, ctx: StepContext) -> tuple[nn.Mod
 
 
 # ----------------------------------------------------------------------------- registration
-def register_builtin() -> None:
-    """Register the recipe-only steps once (the methods' steps come from :mod:`torchslim.methods`)."""
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    register_step(
+def register_builtin(register: Callable[..., Any] = register_step) -> None:
+    """Register the recipe-only steps with ``register`` (the methods' steps come from
+    :mod:`torchslim.methods`); :mod:`torchslim.recipes.registry` calls it once, with its own."""
+    register(
         "deep_compression", DeepCompressionConfig, _run_deep_compression, produces={SPARSE, CODED},
         forbidden_after={QUANTIZED: NOT_ON_QUANT, SHARED: NOT_ON_SHARED, CODED: FINAL_CODED},
         description="Deep Compression: prune + trained k-means weight sharing + Huffman coding",
     )  # fmt: skip
-    register_step(
+    register(
         "weight_sharing", WeightSharingConfig, _run_weight_sharing, produces={SHARED},
         forbidden_after={QUANTIZED: NOT_ON_QUANT, SHARED: "the layers are already weight-shared", CODED: FINAL_CODED},
         description="k-means weight sharing per layer (fine-tune afterwards to train the centroids)",
     )  # fmt: skip
-    register_step(
+    register(
         "huffman_coding", HuffmanCodingConfig, _run_huffman, produces={CODED},
         forbidden_after={CODED: FINAL_CODED}, requires={SHARED: "a weight_sharing step"},
         description="Huffman-code codebook indices and relative sparse positions",
     )  # fmt: skip
-    register_step(
+    register(
         "finetune", FinetuneConfig, _run_finetune,
         forbidden_after={QUANTIZED: NO_TRAIN_AFTER_QUANT, CODED: FINAL_CODED},
         description="fine-tune with the one training loop (distill from the input model with distill:)",
     )  # fmt: skip
-    register_step("evaluate", EvaluateConfig, _run_evaluate, description=EvaluateConfig.__doc__ or "")
-    register_step("export", ExportConfig, _run_export, description="export to ONNX and check it in ONNX Runtime")
+    register("evaluate", EvaluateConfig, _run_evaluate, description=EvaluateConfig.__doc__ or "")
+    register("export", ExportConfig, _run_export, description="export to ONNX and check it in ONNX Runtime")
