@@ -7,6 +7,7 @@ field, what was wrong, what was given and, for an unknown key, the closest field
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -28,13 +29,23 @@ def describe_validation_error(exc: ValidationError, cls: type[BaseModel]) -> str
     return f"{cls.__name__}: " + "; ".join(parts)
 
 
+_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("torchslim_config_depth", default=0)
+
+
 class StrictConfig(BaseModel):
     """Unknown keys are errors; invalid values raise :class:`ConfigError`, not pydantic's error."""
 
     model_config = ConfigDict(extra="forbid")
 
     def __init__(self, **data: Any) -> None:
+        # A config nested in another is built inside the outer one's validation: there pydantic's
+        # own error must pass through, so the outer error keeps the full field path.
+        token = _DEPTH.set(_DEPTH.get() + 1)
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise ConfigError(describe_validation_error(exc, type(self))) from None
+            if _DEPTH.get() > 1:
+                raise
+            raise ConfigError(describe_validation_error(exc, type(self))) from exc  # recipes read the locations
+        finally:
+            _DEPTH.reset(token)

@@ -54,7 +54,7 @@ def test_models_lists_counts(capsys):
         (["train", "--model", "resnet21", "--out", "x.safetensors"], "Did you mean: resnet20"),
         (["eval", "lenet5", "--data-dir", "/nonexistent"], "apt-get install dataset-fashion-mnist"),
         (["eval", "missing.safetensors"], "does not exist"),
-        (["train", "--model", "lenet300", "--out", "x.safetensors", "--lr", "-1"], "bad training option: lr: Input should be greater than 0"),
+        (["train", "--model", "lenet300", "--out", "x.safetensors", "--lr", "-1"], "TrainConfig: lr: Input should be greater than 0"),
     ],
 )
 def test_mistakes_exit_2_with_one_line(capsys, argv, message):
@@ -93,3 +93,15 @@ def test_finetune_cli_refuses_distill_flags_without_teacher(tmp_path: Path, caps
     rc, _, err = run(capsys, "finetune", str(ck), "--out", str(tmp_path / "o.safetensors"), "--alpha", "0.5")
     assert rc == 2 and "need --teacher" in err
     assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_outputs_never_replace_an_input_or_an_existing_file(tmp_path: Path, capsys):
+    ck = save_checkpoint(create_model("lenet300"), tmp_path / "in.safetensors", architecture="lenet300")
+    before = ck.read_bytes()
+    rc, _, err = run(capsys, "finetune", str(ck), "--out", str(ck), "--force", "--dataset", "digits", "--epochs", "1")
+    assert rc == 2 and "would overwrite the input" in err
+    rc, _, err = run(capsys, "quantize", str(ck), "--method", "int8-dynamic", "--out", str(ck.with_suffix(".json")), "--force")
+    assert rc == 2 and "would overwrite the input" in err
+    rc, _, err = run(capsys, "train", "--model", "lenet300", "--out", str(ck), "--dataset", "digits", "--epochs", "1")
+    assert rc == 2 and "pass --force" in err
+    assert ck.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.json", "in.safetensors"]

@@ -22,9 +22,11 @@ MODEL_HELP = ("model: a registered name, a torchslim .safetensors checkpoint, a 
               "pkg.module:factory (or file.py:factory) returning an nn.Module")
 
 
-def add_data_args(p: argparse.ArgumentParser, default: str | None = "fashion-mnist") -> None:
+def add_data_args(p: argparse.ArgumentParser, default: str | None = "fashion-mnist", *, metric: bool = True) -> None:
     p.add_argument("--data", "--dataset", dest="dataset", default=default, help=f"{DATA_HELP} (default: {default})")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST *-ubyte.gz files")
+    if not metric:
+        return
     p.add_argument("--metric", default="accuracy",
                    help="accuracy (default), output_error or fidelity (against the FP32 model), or pkg.module:fn "
                         "taking (output, target) and returning one number")  # fmt: skip

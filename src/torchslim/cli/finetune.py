@@ -27,8 +27,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from torchslim.checkpoint import save_checkpoint
     from torchslim.cli._common import (
         checkpoint_out,
@@ -57,11 +55,7 @@ def run(args: argparse.Namespace) -> int:
         fields["distill"] = d
     elif args.feature or args.temperature is not None or args.alpha is not None:
         raise ConfigError("--temperature/--alpha/--feature need --teacher CHECKPOINT to distill from")
-    try:
-        config = FinetuneConfig(dataset=args.dataset, data_dir=args.data_dir, keep_sparsity=not args.no_keep_sparsity, **fields)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"bad fine-tuning option {'.'.join(map(str, err['loc']))}: {err['msg']}") from exc
+    config = FinetuneConfig(dataset=args.dataset, data_dir=args.data_dir, keep_sparsity=not args.no_keep_sparsity, **fields)
     train, val, test = (data_arg(args, split, meta) for split in ("train", "val", "test"))
     new, result = finetune(model, config, teacher=teacher, train_data=train, val_data=val, metric=metric,
                            run_dir=args.run_dir, resume=args.resume, quiet=args.quiet)  # fmt: skip

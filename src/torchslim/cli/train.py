@@ -37,26 +37,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an FP32 baseline (seeded, resumable, torchrun-aware)")
     p.add_argument("--model", required=True, help="registered model name (see `torchslim models`)")
     p.add_argument("--out", required=True, help="output checkpoint (.safetensors; a .json sidecar is written)")
-    add_data_args(p)
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    add_data_args(p, metric=False)
     add_train_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
-    from torchslim.cli._common import print_table
-    from torchslim.errors import ConfigError
+    from torchslim.cli._common import checkpoint_out, print_table
     from torchslim.models import get_entry
     from torchslim.training.baseline import default_config, train_baseline
 
     get_entry(args.model)
-    try:
-        config = default_config(args.model, **overrides(args))
-    except ValidationError as exc:
-        raise ConfigError(f"bad training option: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from exc
+    config = default_config(args.model, **overrides(args))  # a bad value is a ConfigError naming the field
+    out = checkpoint_out(args.out, args.force)
     _, meta = train_baseline(
-        args.model, args.out, dataset=args.dataset, config=config, data_dir=args.data_dir, run_dir=args.run_dir,
+        args.model, out, dataset=args.dataset, config=config, data_dir=args.data_dir, run_dir=args.run_dir,
         resume=args.resume, quiet=args.quiet,
     )  # fmt: skip
     m = meta["metrics"]

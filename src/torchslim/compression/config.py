@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from torchslim.config import StrictConfig
 from torchslim.training.config import TrainConfig
 
 
-class MagnitudePruningConfig(BaseModel):
+class MagnitudePruningConfig(StrictConfig):
     """Deep Compression stage 1: magnitude pruning per layer with masked retraining.
 
     ``keep`` is the fraction of weights each layer keeps (the paper's Table 2/3 "Weights%").
@@ -22,7 +23,6 @@ class MagnitudePruningConfig(BaseModel):
     ``prune_epochs``; ``"one-shot"`` prunes once. Then ``train`` fine-tunes with masks fixed.
     """
 
-    model_config = ConfigDict(extra="forbid")
     keep: dict[str, float | None] = Field(default_factory=dict, description="layer/regex/type -> kept fraction")
     default_keep: float | None = Field(None, gt=0, le=1, description="kept fraction for layers keep does not name")
     schedule: Literal["gradual", "one-shot"] = "gradual"
@@ -40,7 +40,7 @@ class MagnitudePruningConfig(BaseModel):
         return self
 
 
-class WeightSharingConfig(BaseModel):
+class WeightSharingConfig(StrictConfig):
     """Deep Compression stage 2: a k-means codebook per layer (2**bits entries, entry 0 is zero).
 
     Every weight becomes a ``bits``-wide index into its layer's codebook. Centroids start
@@ -50,7 +50,6 @@ class WeightSharingConfig(BaseModel):
     with SGD). ``bias_bits`` shares biases the same way (``None``: float32).
     """
 
-    model_config = ConfigDict(extra="forbid")
     bits: int = Field(5, ge=1, le=12, description="default codebook bits per weight")
     layer_bits: dict[str, int | None] = Field(default_factory=dict, description="layer/regex/type -> bits (None: skip)")
     bias_bits: int | None = Field(8, ge=1, le=12)
@@ -66,7 +65,7 @@ class WeightSharingConfig(BaseModel):
         return self
 
 
-class HuffmanCodingConfig(BaseModel):
+class HuffmanCodingConfig(StrictConfig):
     """Deep Compression stage 3: store codebook indices and relative positions Huffman coded.
 
     Positions are gaps between non-zeros, ``index_bits`` wide (filler zeros bridge longer gaps).
@@ -74,7 +73,6 @@ class HuffmanCodingConfig(BaseModel):
     ``huffman=False`` keeps fixed-width codes (the paper's "pruned + quantized" stage).
     """
 
-    model_config = ConfigDict(extra="forbid")
     index_bits: int | Literal["auto"] = 5
     layer_index_bits: dict[str, int | Literal["auto"] | None] = Field(
         default_factory=dict, description="layer/regex/type -> index bits"
@@ -89,14 +87,13 @@ class HuffmanCodingConfig(BaseModel):
         return self
 
 
-class DeepCompressionConfig(BaseModel):
+class DeepCompressionConfig(StrictConfig):
     """The three stages of Han, Mao & Dally (ICLR 2016) in one method.
 
     ``share_train`` fine-tunes the shared centroids (``None`` skips it); ``prune=None`` starts
     from the model's existing zeros.
     """
 
-    model_config = ConfigDict(extra="forbid")
     dataset: str = "fashion-mnist"
     prune: MagnitudePruningConfig | None = None
     share: WeightSharingConfig = Field(default_factory=WeightSharingConfig)

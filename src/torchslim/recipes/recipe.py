@@ -314,8 +314,12 @@ def build_recipe(data: dict[str, Any], text: str | None = None, source: str = "<
                 )
         try:
             config = spec.config_cls(**fields)
-        except ValidationError as exc:
-            raise ConfigError(_format_validation(exc, spec.config_cls, marks, base, f"step {i + 1} ({spec.type})")) from exc
+        except (ValidationError, ConfigError) as exc:
+            # StrictConfig raises ConfigError from pydantic's error, whose locations point into the file.
+            verr = exc if isinstance(exc, ValidationError) else exc.__cause__
+            if not isinstance(verr, ValidationError):
+                raise ConfigError(f"{where}: step {i + 1} ({spec.type}): {exc}") from exc
+            raise ConfigError(_format_validation(verr, spec.config_cls, marks, base, f"step {i + 1} ({spec.type})")) from exc
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: step {i + 1} ({spec.type}): {exc}") from exc
         steps.append(RecipeStep(spec.type, config, spec, targets, where))

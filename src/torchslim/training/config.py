@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from torchslim.config import StrictConfig
 
 
-class DistillConfig(BaseModel):
+class DistillConfig(StrictConfig):
     """Knowledge distillation from the uncompressed teacher (Hinton et al., 2015).
 
     loss = (1 - alpha) * CE(student, y) + alpha * T^2 * KL(softmax(t/T) || softmax(s/T))
@@ -17,7 +19,6 @@ class DistillConfig(BaseModel):
     whose output is not class logits).
     """
 
-    model_config = ConfigDict(extra="forbid")
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.7, ge=0, le=1)
     features: list[str] = Field(default_factory=list, description="layer names matched between student and teacher")
@@ -25,10 +26,9 @@ class DistillConfig(BaseModel):
     loss: Literal["kl", "mse"] = Field("kl", description="kl: softened class probabilities; mse: raw outputs (embeddings, regression)")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(StrictConfig):
     """Hyper-parameters of one training / fine-tuning run. ``batch_size`` is the global batch."""
 
-    model_config = ConfigDict(extra="forbid")
     epochs: int = Field(10, ge=0)
     batch_size: int = Field(128, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
