@@ -203,3 +203,19 @@ def test_seed_dynamic_int8_round_trips(scheme, tmp_path: Path):
     for back, _ in (load_checkpoint(path), load_checkpoint(path, model=m)):
         assert type(back.fc1) is type(q.fc1)
         assert torch.equal(back(x), q(x))
+
+
+def test_quantized_transformer_encoder_reloads_into_a_fresh_model_and_runs_fused_paths_off(tmp_path):
+    """A fresh TransformerEncoder would take torch's fused path, which reads each Linear's float weight."""
+    from torchslim.quantization import DynamicInt8Config, quantize
+
+    def make() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.TransformerEncoder(nn.TransformerEncoderLayer(32, 4, 64, batch_first=True), 2).eval()
+
+    q, _ = quantize(make(), DynamicInt8Config())
+    save_checkpoint(q, tmp_path / "q.safetensors")
+    r, _ = load_checkpoint(tmp_path / "q.safetensors", model=make())
+    x = torch.randn(4, 10, 32)
+    with torch.inference_mode():
+        assert torch.equal(r(x), q(x))

@@ -138,3 +138,24 @@ def test_unknown_names_are_unknown_name_errors():
 
     with pytest.raises(UnknownNameError, match="Did you mean: weight_sharing"):
         get_step("weight_shareing")
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('a: &a ["x","x","x","x"]\nb: &b [*a,*a,*a,*a]\nc: [*b,*b,*b,*b]\n', "anchors and aliases"),
+        ("[" * 10000 + "]" * 10000, "nested deeper than 32 levels"),
+        ("name: a\nname: b\nsteps: [{type: fp16}]\n", "duplicate key 'name'"),
+        ("1: x\n", "keys must be text, got 1"),
+    ],
+)
+def test_hostile_yaml_is_refused_before_it_is_expanded(text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(text)
+
+
+def test_recipe_files_must_be_utf8(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_bytes("name: caf\xe9\nsteps: [{type: fp16}]\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 9\)"):
+        load_recipe(p)

@@ -77,7 +77,7 @@ class _Marks:
         self.marks: dict[tuple[Any, ...], tuple[int, int]] = {}
         if text is not None:
             try:
-                node = yaml.compose(text, Loader=yaml.SafeLoader)
+                node = yaml.compose(text, Loader=RecipeLoader)
             except yaml.YAMLError:
                 node = None
             if node is not None:
@@ -108,17 +108,71 @@ class _Marks:
 
 
 # ----------------------------------------------------------------------------- parsing
+MAX_DEPTH = 32  # recipes nest a few levels; a deeper document is a mistake or an attack
+MAX_RECIPE_BYTES = 1 << 20
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """``SafeLoader`` without anchors/aliases (a few hundred bytes of aliases expand to gigabytes),
+    with a nesting limit (deep nesting exhausts Python's stack) and duplicate keys refused (the
+    last value would win silently)."""
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(None, None, "anchors and aliases (*name) are not allowed in recipes; "
+                                              "write the values out", mark)  # fmt: skip
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(None, None, f"keys must be text, got {key!r}", key_node.start_mark)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml(text: str, source: str = "<recipe>") -> Any:
-    """``yaml.safe_load`` with errors as :class:`ConfigError` naming the line and column."""
+    """Safe YAML (see :class:`RecipeLoader`) with errors as :class:`ConfigError` naming the line and column.
+
+    >>> parse_yaml("a: &x [1]\\nb: *x")
+    Traceback (most recent call last):
+    ...
+    torchslim.errors.ConfigError: <recipe>:2:4: recipe is not valid YAML: anchors and aliases (*name) are not allowed in recipes; write the values out
+    """
+    if len(text) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"{source}: a recipe of {len(text):,} characters is too large (limit {MAX_RECIPE_BYTES:,})")
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - RecipeLoader is a SafeLoader
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigError(f"{where}: recipe is not valid YAML: {problem}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: recipe is not valid YAML: {exc}") from exc
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"{source}: recipe is not valid YAML: {type(exc).__name__}: {str(exc)[:200]}") from exc
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # too long or NUL bytes for a path: it is YAML text
+        return False
 
 
 def read_recipe_source(recipe: str | Path | Mapping[str, Any] | Sequence[Any]) -> tuple[Any, str | None, str]:
@@ -126,11 +180,17 @@ def read_recipe_source(recipe: str | Path | Mapping[str, Any] | Sequence[Any]) -
 
     A string is a path if it names an existing file or ends in .yaml/.yml; otherwise YAML text.
     """
-    if isinstance(recipe, Path) or (isinstance(recipe, str) and (recipe.endswith((".yaml", ".yml")) or "\n" not in recipe and Path(recipe).is_file())):  # fmt: skip
+    if isinstance(recipe, Path) or (isinstance(recipe, str) and (recipe.endswith((".yaml", ".yml")) or "\n" not in recipe and _is_file(recipe))):  # fmt: skip
         path = Path(recipe)
         if not path.is_file():
             raise ConfigError(f"recipe file {path} does not exist")
-        text = path.read_text()
+        raw = path.read_bytes()
+        if len(raw) > MAX_RECIPE_BYTES:
+            raise ConfigError(f"{path}: a recipe of {len(raw):,} bytes is too large (limit {MAX_RECIPE_BYTES:,})")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start}); save the recipe as UTF-8") from exc
         return parse_yaml(text, str(path)), text, str(path)
     if isinstance(recipe, str):
         return parse_yaml(recipe), recipe, "<recipe>"
