@@ -215,7 +215,9 @@ def build(name: str, tmp: Path) -> Spec:
     if name in ("resnet50", "mobilenet_v3_small", "efficientnet_b0", "swin_t"):
         return image_spec(name, getattr(torchvision.models, name)(weights=None))
     if name == "vit_small":
-        return image_spec(name, torchvision.models.VisionTransformer(**VIT))
+        vit = torchvision.models.VisionTransformer(**VIT)
+        nn.init.normal_(vit.heads.head.weight, std=0.02)  # torchvision zero-initializes the head: all outputs 0
+        return image_spec(name, vit)
     if name == "seq_gru":
         x, y = fmnist((N_CALIB + N_HELD) * BATCH)
         b = batches(x[:, 0].transpose(1, 2).contiguous(), y, lambda a, c: (a, c))
@@ -235,10 +237,9 @@ def build(name: str, tmp: Path) -> Spec:
 
 
 def minilm_spec() -> Spec:
-    from transformers import AutoModel, AutoTokenizer
-
     from torchslim.models.transformers import minilm_dir
     from torchslim.transformers.corpus import load_sentences
+    from transformers import AutoModel, AutoTokenizer
 
     folder = minilm_dir()
     tok = AutoTokenizer.from_pretrained(folder)
@@ -311,7 +312,7 @@ def rel_error(ref: list[torch.Tensor], model: nn.Module, held: list[Any]) -> flo
     out = [fwd(model, b) for b in held]
     num = sum(float((o - r).pow(2).sum()) for o, r in zip(out, ref, strict=True))
     den = sum(float(r.pow(2).sum()) for r in ref)
-    return round(math.sqrt(num / den), 6)
+    return round(math.sqrt(num / den), 6) if den > 0 else None
 
 
 def example_of(model: nn.Module, batch: Any) -> Any:
@@ -337,19 +338,30 @@ def innermost_torchslim_frame(tb: Any) -> str | None:
     return f"{f.filename.split('src/')[-1]}:{f.lineno} in {f.name}"
 
 
+class _Skip(Exception):
+    pass
+
+
 class Runner:
     def __init__(self, spec: Spec, tmp: Path, out: Path) -> None:
         self.spec, self.tmp, self.out = spec, tmp, out
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = json.loads(out.read_text()) if out.is_file() and out.stat().st_size else []
         self.ref = [fwd(spec.model, b) for b in spec.held]
         self.example = example_of(spec.model, spec.held[0])
 
     @contextmanager
     def step(self, step: str) -> Iterator[dict[str, Any]]:
+        """Run one step and record its row; a step already recorded (a restarted worker) is skipped."""
         row: dict[str, Any] = {"model": self.spec.name, "step": step, "outcome": "works"}
+        if any(r["step"] == step for r in self.rows):
+            row["_skip"] = True
+        else:
+            Path(f"{self.out}.current").write_text(step)  # the driver names this step if the process dies
         t0 = time.perf_counter()
         try:
             yield row
+        except _Skip:
+            return
         except Exception as exc:  # noqa: BLE001 - every failure is recorded and classified
             from torchslim.errors import TorchSlimError
 
@@ -365,6 +377,11 @@ class Runner:
         self.rows.append(row)
         self.out.write_text(json.dumps(self.rows, default=str))  # a crash later keeps what was measured
         log(f"{self.spec.name} {step}: {row['outcome']} {row.get('error', '')[:200]}")
+
+    @staticmethod
+    def go(row: dict[str, Any]) -> None:
+        if row.get("_skip"):
+            raise _Skip
 
     def measure(self, row: dict[str, Any], model: nn.Module, tag: str, *, timed: bool = True) -> None:
         from torchslim.measure import compare_latency
@@ -391,15 +408,24 @@ class Runner:
     # ------------------------------------------------------------------ steps
     def run(self) -> list[dict[str, Any]]:
         import torchslim
-        from torchslim.quantization import BF16Config, DynamicInt8Config, FP16Config, SeedDynamicConfig, StaticInt8Config
         from torchslim.pruning import MagnitudeConfig, NMConfig, StructuredConfig
+        from torchslim.quantization import (
+            BF16Config,
+            DynamicInt8Config,
+            FP16Config,
+            SeedDynamicConfig,
+            StaticInt8Config,
+        )
 
         s = self.spec
         with self.step("evaluate fp32 (user metric)") as row:
+            self.go(row)
             r = torchslim.evaluate(s.model, s.held, metric=s.metric, batch_sizes=(BATCH,), latency_runs=2)
             row["detail"] = {k: r.get(k) for k in ("value", "params", "macs", "size_bytes") if k in r}
             row["model_notes"] = s.notes or None
+            row["src_state"] = src_state()
         with self.step("checkpoint fp32") as row:
+            self.go(row)
             row["reload_identical"] = reload_identical(s.model, s.model, s.held, self.tmp, "fp32")
         quants = [("quantize seed_dynamic", SeedDynamicConfig()), ("quantize int8_dynamic", DynamicInt8Config()),
                   ("quantize int8_static", StaticInt8Config()), ("quantize fp16", FP16Config()),
@@ -407,6 +433,7 @@ class Runner:
         static_model = None
         for step, cfg in quants:
             with self.step(step) as row:
+                self.go(row)
                 q, rep = torchslim.quantize(s.model, cfg, calib_data=ListLoader(s.calib))
                 row["detail"] = {"layers": _actions(rep)}
                 if step.endswith("static"):
@@ -417,6 +444,7 @@ class Runner:
                   ("prune structured 0.3", StructuredConfig(ratio=0.3)), ("prune nm 2:4", NMConfig(n=2, m=4))]  # fmt: skip
         for step, cfg in prunes:
             with self.step(step) as row:
+                self.go(row)
                 p, rep = torchslim.prune(s.model, cfg, calib_data=ListLoader(s.calib))
                 row["detail"] = {"layers": _actions(rep), "skipped": len(getattr(rep, "skipped", []) or [])}
                 if "structured" in step:
@@ -424,18 +452,22 @@ class Runner:
                     row["macs_ratio"] = round(before / after, 3) if before and after else None
                 self.measure(row, p, step.split()[1])
         with self.step("export_onnx fp32 (ORT check)") as row:
+            self.go(row)
             r = torchslim.export_onnx(s.model, self.tmp / "fp32.onnx", example=self.example, force=True)
             row["detail"] = {"max_abs_diff": r.max_abs_diff, "inputs": r.inputs}
             row["ort_ran"] = r.max_abs_diff is not None
         if static_model is not None:
             with self.step("export_onnx int8_static (ORT check)") as row:
+                self.go(row)
                 r = torchslim.export_onnx(static_model, self.tmp / "int8.onnx", example=self.example, force=True)
                 row["detail"] = {"max_abs_diff": r.max_abs_diff, "quantized_layers": len(r.quantized_layers)}
                 row["ort_ran"] = r.max_abs_diff is not None
         with self.step("evaluate user metric (held-back)") as row:
+            self.go(row)
             r = torchslim.evaluate(s.model, ListLoader(s.held), metric=s.metric, batch_sizes=(BATCH,), latency_runs=2)
             row["detail"] = {"value": r.get("value"), "metric": r.get("metric")}
         with self.step("finetune 3 steps, teacher=model") as row:
+            self.go(row)
             from torchslim.recovery import FinetuneConfig
             from torchslim.training import DistillConfig
 
@@ -449,8 +481,13 @@ class Runner:
         data = s.recipe_data if s.recipe_data is not None else ListLoader(s.calib)
         for recipe in RECIPES:
             with self.step(f"compress {recipe}") as row:
-                r = torchslim.compress(s.model, ROOT / "recipes" / recipe, data=data, metric=s.metric,
-                                       overrides=RECIPE_OVERRIDES, quiet=True)  # fmt: skip
+                self.go(row)
+                path = ROOT / "recipes" / recipe
+                # `*.max_steps` is an error on a recipe with no training run, so it is set only where one is
+                trains = "epochs" in path.read_text()
+                overrides = RECIPE_OVERRIDES if trains else [o for o in RECIPE_OVERRIDES if "max_steps" not in o]
+                row["overrides"] = overrides
+                r = torchslim.compress(s.model, path, data=data, metric=s.metric, overrides=overrides, quiet=True)
                 row["detail"] = {"stages": [st.get("name") for st in r.stages]}
                 self.measure(row, r.model, "recipe_" + recipe.split(".")[0])
         return self.rows
@@ -501,7 +538,29 @@ def _actions(rep: Any) -> dict[str, int]:
 
 
 # ----------------------------------------------------------------------------- driver
+def src_state() -> dict[str, Any]:
+    """The commit and the uncommitted src/ files this model ran against (others edit src/ concurrently)."""
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    dirty = [ln[3:] for ln in git("status", "--porcelain", "src").splitlines()]
+    return {"git_head": git("rev-parse", "--short", "HEAD"), "src_uncommitted": dirty}
+
+
+WORKER_MEMORY_GB = 12
+
+
 def worker(name: str, out: Path) -> int:
+    import resource
+
+    # A step that runs away with memory raises MemoryError (a recorded row with its traceback) instead
+    # of calling the OOM killer on a shared machine.
+    limit = WORKER_MEMORY_GB << 30
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     setup()
     with tempfile.TemporaryDirectory(prefix=f"zoo_{name}_") as d:
         t0 = time.perf_counter()
@@ -515,14 +574,14 @@ NOTES = (
     f"Random torchvision weights (no internet); BatchNorm statistics re-estimated on {N_CALIB * BATCH} real "
     f"Fashion-MNIST training images bilinearly upsampled to {RES}x{RES} and repeated to 3 channels (so CNNs, Swin "
     f"and the ViT run at {RES}x{RES}, not 224). vit_small = torchvision.models.VisionTransformer(image_size={RES}, "
-    "patch_size=16, num_layers=6, num_heads=6, hidden_dim=384, mlp_dim=1536) (vit_b_16 at 224 is too slow for the "
+    "patch_size=16, num_layers=6, num_heads=6, hidden_dim=384, mlp_dim=1536), head re-initialized N(0, 0.02) because torchvision zero-initializes it (vit_b_16 at 224 is too slow for the "
     "budget on 2 shared cores). Batch 8; calibration / fine-tuning / recipe data: 4 batches; rel_error = "
     "||out - FP32 out|| / ||FP32 out|| on 2 held-back batches (for minilm the last hidden state at max_length 32; "
     "for fine-tuned and recipe rows it measures drift, not quantization error). reference_rel_error: torch.ao FX "
     "static INT8 (get_default_qconfig_mapping('x86'), same calibration batches). speedup_b8 = FP32 median / model "
     f"median, interleaved (compare_latency, {LAT_RUNS} runs). reload_identical: save_checkpoint + "
     "load_checkpoint(model=FP32 model) gives torch.equal outputs. Recipes run with --set "
-    f"{' '.join(RECIPE_OVERRIDES)}. folder_cnn: trained 2 epochs on 2,000 real Fashion-MNIST PNGs written as an "
+    f"{' '.join(RECIPE_OVERRIDES)} (max_steps only where the recipe trains). folder_cnn: trained 2 epochs on 2,000 real Fashion-MNIST PNGs written as an "
     "ImageFolder tree (resolve_data splits 80/10/10); compress gets the folder path. outcome: works / refused "
     "(a TorchSlimError: message in error) / raw_exception (a bug: type, first line, innermost torchslim frame)."
 )
@@ -588,6 +647,40 @@ def _append_md_summary(summary: dict[str, Any]) -> None:
     md.write_text(text + "\n".join(lines) + "\n")
 
 
+def run_model(name: str, out: Path, timeout: float, restarts: int = 3) -> list[dict[str, Any]]:
+    """Run a model's worker; if the process dies in a step, record that step as a raw exception and
+    restart it after that step (rows already measured are kept)."""
+    deadline = time.monotonic() + timeout
+    current = Path(f"{out}.current")
+    for attempt in range(restarts + 1):
+        left = deadline - time.monotonic()
+        if left <= 5:
+            rc: int | str = f"model time budget of {timeout}s spent"
+        else:
+            try:
+                proc = subprocess.run([sys.executable, __file__, "--worker", name, "--out", str(out)], timeout=left,
+                                      cwd=ROOT)  # fmt: skip
+                rc = proc.returncode
+            except subprocess.TimeoutExpired:
+                rc = f"timeout (model budget {timeout}s)"
+        got = json.loads(out.read_text()) if out.is_file() and out.stat().st_size else []
+        if rc == 0:
+            break
+        step = current.read_text() if current.is_file() else "build"
+        if any(r["step"] == step for r in got):  # died between steps
+            step = f"after {step}"
+        why = f"signal {-rc}" if isinstance(rc, int) and rc < 0 else f"exit code {rc}" if isinstance(rc, int) else rc
+        got.append({"model": name, "step": step, "outcome": "raw_exception",
+                    "error": f"worker process died during this step ({why}); see the run's stderr"})  # fmt: skip
+        out.write_text(json.dumps(got, default=str))
+        log(f"{name}: worker died in {step!r} ({why}); restarting after it (attempt {attempt + 1})")
+        if not isinstance(rc, int) or step == "build":
+            break
+    current.unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
+    return got
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
@@ -609,18 +702,8 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(f.name)
         t0 = time.perf_counter()
         log(f"== {name}")
-        try:
-            proc = subprocess.run([sys.executable, __file__, "--worker", name, "--out", str(out)], timeout=args.timeout,
-                                  cwd=ROOT, capture_output=False)  # fmt: skip
-            rc: int | str = proc.returncode
-        except subprocess.TimeoutExpired:
-            rc = f"timeout after {args.timeout}s"
+        got = run_model(name, out, args.timeout)
         wall[name] = round(time.perf_counter() - t0, 1)
-        got = json.loads(out.read_text()) if out.stat().st_size else []
-        out.unlink(missing_ok=True)
-        if rc != 0 or not got:
-            got.append({"model": name, "step": "process", "outcome": "raw_exception",
-                        "error": f"worker process ended with {rc}; see stderr"})  # fmt: skip
         rows += got
         summary = save(rows, models[: models.index(name) + 1], wall)
     print(json.dumps(summary, indent=2, default=str))
