@@ -102,8 +102,8 @@ def resolve_model(spec: Any) -> tuple[nn.Module, dict[str, Any]]:
             raise ConfigError(f"{path} is a folder without config.json; point at a Hugging Face model folder or a checkpoint file")
         from torchslim.models.transformers import load_hf_encoder
 
-        return load_hf_encoder(path), {"architecture": {"name": "hf", "config": {"folder": str(path.resolve())}},
-                                       "hf_folder": str(path.resolve())}  # fmt: skip
+        # No "architecture": a checkpoint of it reloads into the folder's model (FOLDER@ckpt.safetensors).
+        return load_hf_encoder(path), {"hf_folder": str(path.resolve())}
     if text.endswith(".safetensors") or path.is_file():
         if path.suffix in (".pt", ".pth", ".bin", ".pkl", ".ckpt"):
             raise CheckpointError(
@@ -180,7 +180,8 @@ def _sentences(path: Path, split: str, tokenizer: Any, batch_size: int) -> Any:
     part = lines[:half] if split == "train" else lines[half:] or lines
     from torchslim.transformers.calibrate import calibration_batches
 
-    return calibration_batches(tokenizer, part, batch_size=batch_size)
+    # Plain dicts of the model's keyword arguments: the data protocol's batch form for encoders.
+    return [b.as_kwargs() for b in calibration_batches(tokenizer, part, batch_size=batch_size)]
 
 
 def resolve_data(spec: Any, split: str, *, tokenizer: Any = None, batch_size: int = 64, data_dir: str | None = None) -> Any:

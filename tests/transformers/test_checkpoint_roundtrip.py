@@ -7,7 +7,7 @@ from torchslim.checkpoint import load_checkpoint, save_checkpoint
 from torchslim.transformers.gptq import GPTQConfig, quantize_encoder_gptq
 from torchslim.transformers.int8 import quantize_encoder_int8
 from torchslim.transformers.prune import (
-    StructuredConfig,
+    HeadPruningConfig,
     WandaConfig,
     prune_heads_and_neurons,
     wanda_prune,
@@ -18,7 +18,7 @@ METHODS = {
     "int8": lambda m, c: quantize_encoder_int8(m, c),
     "gptq4": lambda m, c: quantize_encoder_gptq(m, c, GPTQConfig(group_size=16, block_size=32)),
     "wanda24": lambda m, c: wanda_prune(m, c, WandaConfig(pattern="2:4")),
-    "heads_ffn": lambda m, c: prune_heads_and_neurons(m, c, StructuredConfig(head_fraction=0.5, ffn_fraction=0.5)),
+    "heads_ffn": lambda m, c: prune_heads_and_neurons(m, c, HeadPruningConfig(head_fraction=0.5, ffn_fraction=0.5)),
 }
 
 

@@ -5,7 +5,7 @@ from torchslim.errors import ConfigError
 from torchslim.measure import embedding_fidelity
 from torchslim.transformers.embed import encode
 from torchslim.transformers.prune import (
-    StructuredConfig,
+    HeadPruningConfig,
     WandaConfig,
     prune_heads_and_neurons,
     wanda_prune,
@@ -36,7 +36,7 @@ def test_wanda_uses_activations(bert, calib):
 
 
 def test_structured_shrinks_and_stays_close(bert, tok, calib, sentences):
-    p, rep = prune_heads_and_neurons(bert, calib, StructuredConfig(head_fraction=0.25, ffn_fraction=0.25))
+    p, rep = prune_heads_and_neurons(bert, calib, HeadPruningConfig(head_fraction=0.25, ffn_fraction=0.25))
     att = p.encoder.layer[0].attention
     assert att.self.query.weight.shape == (24, 32) and att.output.dense.weight.shape == (32, 24)
     assert p.encoder.layer[0].intermediate.dense.weight.shape == (48, 32)
@@ -48,10 +48,10 @@ def test_structured_shrinks_and_stays_close(bert, tok, calib, sentences):
 def test_structured_removes_the_least_useful_head(bert, calib):
     with torch.no_grad():  # head 2 of layer 0 contributes nothing
         bert.encoder.layer[0].attention.output.dense.weight[:, 16:24] = 0
-    _, rep = prune_heads_and_neurons(bert, calib, StructuredConfig(head_fraction=0.25))
+    _, rep = prune_heads_and_neurons(bert, calib, HeadPruningConfig(head_fraction=0.25))
     assert rep.layers[0].detail == "removed heads [2]"
 
 
 def test_structured_needs_something_to_prune():
     with pytest.raises(ConfigError, match="nothing to prune"):
-        prune_heads_and_neurons(None, [], StructuredConfig())  # type: ignore[arg-type]
+        prune_heads_and_neurons(None, [], HeadPruningConfig())  # type: ignore[arg-type]

@@ -62,7 +62,7 @@ def metric_arg(args: argparse.Namespace) -> Any:
     from torchslim.sources import import_factory
 
     m = getattr(args, "metric", "accuracy")
-    return m if m in BUILTIN or ":" not in m else import_factory(m, "metric")
+    return m if m is None or m in BUILTIN or ":" not in m else import_factory(m, "metric")
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", required=True, help="recipe YAML file (see the recipes/ folder)")
     p.add_argument("--out", required=True, help="output folder (refused if it exists, unless --force)")
     p.add_argument("--data", "--dataset", dest="dataset", default=None, help=f"{DATA_HELP} (default: the recipe's)")
-    p.add_argument("--metric", default="accuracy", help="accuracy (default), output_error, fidelity or pkg.module:fn")
+    p.add_argument("--metric", default=None,
+                   help="accuracy, output_error, fidelity or pkg.module:fn (default: the recipe's metric)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="STEP.FIELD=VALUE",
                    help="override a recipe value: finetune.epochs=2, 2.lr=0.01, '*.max_steps=5', dataset=digits")  # fmt: skip
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
@@ -29,13 +30,13 @@ def resolve_model(spec: str, dataset: str, quiet: bool = False) -> tuple[Any, di
     """(model, its metadata, where it came from) for ``--model``: a registered name takes its cached
     baseline for ``dataset`` when one exists."""
     from torchslim.checkpoint import load_checkpoint
-    from torchslim.errors import CheckpointError, ConfigError
+    from torchslim.errors import CheckpointError, ConfigError, UnknownNameError
     from torchslim.models import get_entry
     from torchslim.sources import resolve_model as resolve
 
     try:
         get_entry(spec)
-    except ConfigError:
+    except (ConfigError, UnknownNameError):  # not a registered name: a file, a folder or a factory
         model, meta = resolve(spec)
         return model, meta, spec
     from torchslim.training.baseline import baseline_path

@@ -100,8 +100,9 @@ def compute_metric(
             if o.shape != r.shape:
                 raise DataError(f"output shape {tuple(o.shape)} differs from the reference's {tuple(r.shape)}")
             if metric == "fidelity":
-                outs.append(_embedding(o))
-                refs.append(_embedding(r))
+                mask = inp.kwargs.get("attention_mask")
+                outs.append(_embedding(o, mask))
+                refs.append(_embedding(r, mask))
             else:
                 err_num += float(((o - r) ** 2).sum())
                 err_den += float((r**2).sum())
@@ -145,6 +146,12 @@ def compute_metric(
     return result
 
 
-def _embedding(t: torch.Tensor) -> torch.Tensor:
-    """One vector per sample: token states ``[B, T, D]`` are mean-pooled, anything else flattened."""
-    return t.mean(1) if t.dim() == 3 else t.reshape(len(t), -1)
+def _embedding(t: torch.Tensor, mask: Any = None) -> torch.Tensor:
+    """One vector per sample: token states ``[B, T, D]`` are mean-pooled over the real tokens (the
+    batch's ``attention_mask``, as sentence-transformers pool), anything else flattened."""
+    if t.dim() != 3:
+        return t.reshape(len(t), -1)
+    if isinstance(mask, torch.Tensor) and mask.shape == t.shape[:2]:
+        m = mask.to(t.dtype).unsqueeze(-1)
+        return (t * m).sum(1) / m.sum(1).clamp(min=1.0)
+    return t.mean(1)

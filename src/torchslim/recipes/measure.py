@@ -162,7 +162,8 @@ def saved_file_size(model: nn.Module, architecture: str | None, architecture_con
 
 def measure_stage(
     model: nn.Module, test: Any, *, architecture: str | None, architecture_config: dict[str, Any] | None,
-    latency_runs: int, size_bytes: int | None = None, metric: Any = "accuracy", runtime: Any = None,
+    latency_runs: int, size_bytes: int | None = None, metric: Any = "accuracy", reference: nn.Module | None = None,
+    runtime: Any = None,
     runtime_name: str = "eager",
 ) -> dict[str, Any]:  # fmt: skip
     """The metric, file size, MACs, sparsity, latency at batch 1 and 64, per-layer table.
@@ -174,8 +175,10 @@ def measure_stage(
 
     with kept_mode(model):
         model.eval()
-        res = compute_metric(model, test, metric)
+        res = compute_metric(model, test, metric, reference=reference)
         out: dict[str, Any] = {"metric": res["metric"], "metric_value": res["value"]}
+        # the metric's details too: accuracy, or fidelity's mean_cos / min_cos / nn_agreement, and samples
+        out.update({k: v for k, v in res.items() if k not in ("metric", "value", res["metric"])})
         if res["metric"] == "accuracy":
             out["accuracy"] = res["value"]
         out["size_bytes"] = size_bytes if size_bytes is not None else saved_file_size(model, architecture, architecture_config)

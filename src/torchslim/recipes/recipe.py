@@ -37,7 +37,9 @@ class RecipeSettings(BaseModel):
     description: str = ""
     dataset: str = "fashion-mnist"
     calibration_samples: int = Field(512, ge=1, description="training images used to calibrate static quantization")
-    latency_runs: int = Field(20, ge=1, description="timed runs per batch size when measuring each step")
+    latency_runs: int = Field(20, ge=1, le=10_000, description="timed runs per batch size when measuring each step")
+    metric: str = Field("accuracy", description="what every stage reports: accuracy, fidelity or output_error "
+                        "(both against the model the recipe started from)")
 
 
 @dataclass

@@ -77,7 +77,7 @@ def compress(
     data: Any = None,
     input_fn: Callable[[Any], Any] | None = None,
     target_fn: Callable[[Any], Any] | None = None,
-    metric: Any = "accuracy",
+    metric: Any = None,
     tokenizer: Any = None,
     quiet: bool = False,
 ) -> CompressResult:
@@ -89,8 +89,9 @@ def compress(
     ``architecture`` names the registered model so the artifact reloads on its own.
 
     ``data`` (any source :func:`torchslim.sources.resolve_data` takes, or a DataLoader / batches,
-    read with ``input_fn`` / ``target_fn``) replaces the recipe's ``dataset``; ``metric`` is what
-    every stage reports (see :mod:`torchslim.measure.metrics`); ``tokenizer`` reads a sentences file.
+    read with ``input_fn`` / ``target_fn``) replaces the recipe's ``dataset``; ``metric`` (default:
+    the recipe's) is what every stage reports (see :mod:`torchslim.measure.metrics`; ``fidelity``
+    and ``output_error`` compare with ``model``); ``tokenizer`` reads a sentences file.
 
     >>> from torchslim.models import create_model
     >>> r = compress(create_model("lenet300"), [{"type": "evaluate"}], overrides=["dataset=digits"], quiet=True)
@@ -101,7 +102,8 @@ def compress(
         raise ConfigError(f"compress takes an nn.Module, not {type(model).__name__}")
     recipe = load_recipe(recipe, overrides)
     _check_targets(model, recipe)
-    check_metric(metric, None)
+    metric = recipe.settings.metric if metric is None else metric
+    check_metric(metric, model)
     ctx = StepContext(data if data is not None else recipe.settings.dataset, quiet=quiet,
                       calibration_samples=recipe.settings.calibration_samples, data_dir=data_dir, input_fn=input_fn,
                       target_fn=target_fn, tokenizer=tokenizer, metric=metric)  # fmt: skip
@@ -121,7 +123,8 @@ def _measure(model: nn.Module, test: Any, ctx: StepContext, **meas: Any) -> dict
     from torchslim.quantization import timed_runtime
 
     runtime, name = timed_runtime(model)  # a static INT8 CNN is timed as the compile_int8 lowering it ships as
-    return measure_stage(model, test, metric=ctx.metric, runtime=runtime, runtime_name=name, **meas)
+    return measure_stage(model, test, metric=ctx.metric, reference=ctx.teacher, runtime=runtime, runtime_name=name,
+                         **meas)  # fmt: skip
 
 
 def _run(model: nn.Module, recipe: Recipe, folder: Path | None, architecture: str | None,

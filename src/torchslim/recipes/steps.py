@@ -16,6 +16,7 @@ from typing import Any
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
+from torchslim import transformers as encoder_methods  # noqa: F401 - its int8_smoothquant, gptq, prune_heads steps
 from torchslim.compression import bits_table, deep_compress, huffman_code, share_weights
 from torchslim.compression.config import (
     DeepCompressionConfig,
@@ -120,7 +121,7 @@ def _run_evaluate(model: nn.Module, config: Any, ctx: StepContext) -> tuple[nn.M
     rep = Report("evaluate", f"{config.dataset or ctx.dataset}/{config.split}")
     with kept_mode(model):
         model.eval()
-        res = compute_metric(model, ctx.data(config.split, config.dataset), ctx.metric)
+        res = compute_metric(model, ctx.data(config.split, config.dataset), ctx.metric, reference=ctx.teacher)
     rep.summary = {res["metric"]: res["value"]}
     return model, rep
 

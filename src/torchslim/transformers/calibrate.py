@@ -51,8 +51,10 @@ class InputBatch:
 
 def as_calibration(data: Any, model: nn.Module, max_samples: int | None = None) -> list[Any]:
     """Calibration batches from tokenized :class:`Batch` es or any data of the one data protocol."""
-    if isinstance(data, (list, tuple)) and data and all(isinstance(b, Batch) for b in data):
+    if isinstance(data, (list, tuple)) and data and all(isinstance(b, (Batch, InputBatch)) for b in data):
         return list(data)
+    if isinstance(data, (list, tuple)) and data and all(isinstance(b, ModelInput) for b in data):
+        return [InputBatch(b) for b in data]  # already read by quantize()'s calibration check
     d = as_data(data).bind(model)
     out: list[Any] = []
     n = 0

@@ -19,7 +19,7 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -41,6 +41,8 @@ class GPTQConfig(StrictConfig):
     >>> GPTQConfig().bits, GPTQConfig().group_size
     (4, 32)
     """
+
+    method: ClassVar[str] = "gptq"
 
     bits: Literal[4, 8] = 4
     group_size: int = Field(32, ge=8)

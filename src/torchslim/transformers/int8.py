@@ -36,7 +36,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -54,11 +54,15 @@ from torchslim.transformers.smoothquant import shared_input_groups, smoothing_sc
 
 
 class EncoderInt8Config(StrictConfig):
-    """INT8 weights and activations for every Linear of an encoder.
+    """INT8 weights and activations for every Linear layer (any model; made for transformer encoders):
+    SmoothQuant, GPTQ-rounded weights, per-token / per-tensor / static activations, the most
+    sensitive layers kept in float.
 
     >>> EncoderInt8Config().activation
     'per_token'
     """
+
+    method: ClassVar[str] = "int8_smoothquant"
 
     smoothquant_alpha: float | None = Field(0.5, ge=0.0, le=1.0, description="migration strength; None: no smoothing")
     activation: Literal["per_token", "per_tensor", "static"] = "per_token"

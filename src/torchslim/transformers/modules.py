@@ -75,7 +75,7 @@ def _smoothed_from(cfg: dict[str, Any]) -> SmoothedLinear:
 
     kind = cfg["inner"]["kind"]
     if kind not in _CODECS_BY_KIND:
-        _ensure_codecs_loaded()
+        _ensure_codecs_loaded(kind)
     if kind not in _CODECS_BY_KIND:
         raise CheckpointError(f"SmoothedLinear wraps module kind {kind!r}, which this torchslim does not know")
     return SmoothedLinear(_CODECS_BY_KIND[kind].from_config(cfg["inner"]["config"]), int(cfg["in_features"]))

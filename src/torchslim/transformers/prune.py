@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -51,12 +51,14 @@ class WandaConfig(StrictConfig):
     include_outside_blocks: bool = Field(False, description="also prune Linears outside the transformer blocks (pooler)")
 
 
-class StructuredConfig(StrictConfig):
-    """Remove whole attention heads and FFN neurons.
+class HeadPruningConfig(StrictConfig):
+    """Remove whole attention heads and FFN neurons of a transformer encoder.
 
-    >>> StructuredConfig(head_fraction=0.25).ffn_fraction
+    >>> HeadPruningConfig(head_fraction=0.25).ffn_fraction
     0.0
     """
+
+    method: ClassVar[str] = "prune_heads"
 
     head_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of heads removed in every layer")
     ffn_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of FFN neurons removed in every layer")
@@ -181,19 +183,19 @@ def _shrink(lin: nn.Linear, *, rows: torch.Tensor | None = None, cols: torch.Ten
 
 @torch.no_grad()
 def prune_heads_and_neurons(
-    model: nn.Module, calibration: Sequence[Batch], config: StructuredConfig
+    model: nn.Module, calibration: Sequence[Batch], config: HeadPruningConfig
 ) -> tuple[nn.Module, Report]:
     """A copy of ``model`` with the least important heads and FFN neurons removed.
 
     >>> from torchslim.transformers.testing import tiny_bert, tiny_tokenizer
     >>> from torchslim.transformers.calibrate import calibration_batches
     >>> cal = calibration_batches(tiny_tokenizer(), ["a sample sentence", "another one"])
-    >>> p, rep = prune_heads_and_neurons(tiny_bert(), cal, StructuredConfig(head_fraction=0.5, ffn_fraction=0.25))
+    >>> p, rep = prune_heads_and_neurons(tiny_bert(), cal, HeadPruningConfig(head_fraction=0.5, ffn_fraction=0.25))
     >>> p.encoder.layer[0].attention.self.query.out_features, p.encoder.layer[0].intermediate.dense.out_features
     (16, 48)
     """
     if config.head_fraction == 0 and config.ffn_fraction == 0:
-        raise ConfigError("StructuredConfig: head_fraction and ffn_fraction are both 0; nothing to prune")
+        raise ConfigError("HeadPruningConfig: head_fraction and ffn_fraction are both 0; nothing to prune")
     if not calibration:
         raise DataError("structured pruning needs calibration sentences to rank heads and neurons")
     model = copy.deepcopy(model).eval()
@@ -262,3 +264,6 @@ def prune_heads_and_neurons(
     after_params = sum(p.numel() for p in model.parameters())
     report.summary.update(params_before=before_params, params_after=after_params)
     return model, report
+
+
+StructuredConfig = HeadPruningConfig  # deprecated name (it clashed with torchslim.pruning's); kept one release
