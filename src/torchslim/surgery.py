@@ -4,6 +4,9 @@ fast path must be switched off)."""
 
 from __future__ import annotations
 
+import inspect
+import re
+import textwrap
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,19 +26,50 @@ def replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 # Parents whose forward reads a child Linear's weight/bias tensors instead of calling the child, so
-# a swapped-in quantized layer (which has no float ``weight``) breaks them.
+# a swapped-in quantized layer (which has no float ``weight``) breaks them. Known by type, and
+# found in any other module by reading its forward's source for ``self.<child>.weight`` / ``.bias``
+# (torchvision's ShiftedWindowAttention, timm-style fused attention...).
 _READS_CHILD_WEIGHT: dict[type[nn.Module], tuple[str, ...]] = {nn.MultiheadAttention: ("out_proj",)}
+_SOURCE_READS: dict[type, frozenset[str]] = {}
+_FAST_PATH_ONLY = (nn.TransformerEncoderLayer, nn.TransformerEncoder)
+_READ = re.compile(r"self\.(\w+)\.(?:weight|bias)\b")
+
+
+def _children_read_in_forward(parent: nn.Module) -> frozenset[str]:
+    cls = type(parent)
+    if cls not in _SOURCE_READS:
+        try:
+            names = frozenset(_READ.findall(textwrap.dedent(inspect.getsource(cls.forward))))
+        except (OSError, TypeError):  # built in or generated: no source to read
+            names = frozenset()
+        _SOURCE_READS[cls] = names
+    return _SOURCE_READS[cls]
 
 
 def weight_read_by_parent(model: nn.Module) -> dict[str, str]:
-    """``{layer name: reason}`` for Linear layers that must stay float because their parent reads their weight."""
+    """``{layer name: reason}`` for Linear layers that must stay float because their parent reads their weight.
+
+    >>> class Fused(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.qkv = nn.Linear(4, 12)
+    ...     def forward(self, x):
+    ...         return nn.functional.linear(x, self.qkv.weight)
+    >>> weight_read_by_parent(nn.Sequential(Fused()))
+    {'0.qkv': "Fused.forward reads qkv's weight directly; kept in float"}
+    """
     out: dict[str, str] = {}
     for pname, parent in model.named_modules():
-        for ptype, attrs in _READS_CHILD_WEIGHT.items():
+        # These read their Linears' weights only on the fused fast path, which avoid_fused_paths turns off.
+        attrs = set() if isinstance(parent, _FAST_PATH_ONLY) else set(_children_read_in_forward(parent))
+        why = f"{type(parent).__name__}.forward reads {{a}}'s weight directly; kept in float"
+        for ptype, known in _READS_CHILD_WEIGHT.items():
             if isinstance(parent, ptype):
-                for a in attrs:
-                    if isinstance(getattr(parent, a, None), nn.Linear):
-                        out[f"{pname}.{a}" if pname else a] = f"nn.{ptype.__name__} reads {a}'s weight directly; kept in float"
+                attrs |= set(known)
+                why = f"nn.{ptype.__name__} reads {{a}}'s weight directly; kept in float"
+        for a in sorted(attrs):
+            if isinstance(getattr(parent, a, None), nn.Linear):
+                out[f"{pname}.{a}" if pname else a] = why.format(a=a)
     for name, m in model.named_modules():
         # torch marks such layers with this subclass (any parent, not only MultiheadAttention).
         if isinstance(m, nn.modules.linear.NonDynamicallyQuantizableLinear) and name not in out:

@@ -267,3 +267,27 @@ def test_regnet_grouped_convolutions_prune():
     assert grouped and all(m.in_channels % m.groups == 0 and m.out_channels % m.groups == 0 for m in grouped)
     assert count_macs(pruned, x) < count_macs(model, x) / 1.5
     assert report.summary["mac_reduction"] > 1.5
+
+
+def test_a_group_torch_pruning_cannot_follow_is_kept_whole_and_reported():
+    """Torch-Pruning's index mapping fails on a GRU's input; the conv feeding it stays whole, others prune."""
+    import torch.nn.functional as F
+
+    class SeqNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(28, 32, 3, padding=1)
+            self.conv2 = nn.Conv1d(32, 32, 3, padding=1)
+            self.gru = nn.GRU(32, 64, batch_first=True)
+            self.head = nn.Linear(64, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out, _ = self.gru(F.relu(self.conv2(F.relu(self.conv(x)))).transpose(1, 2))
+            return self.head(out[:, -1])
+
+    torch.manual_seed(0)
+    pruned, report = prune(SeqNet(), StructuredConfig(ratio=0.3), calib_data=[torch.randn(8, 28, 28)])
+    assert pruned.conv.out_channels == 23 and pruned.conv2.in_channels == 23 and pruned.conv2.out_channels == 32
+    kept = [e.detail for e in report.layers if e.name == "conv2" and e.action == "skipped"]
+    assert kept == ["Torch-Pruning cannot follow its channels through GRU (IndexError); kept whole"]
+    assert pruned(torch.randn(2, 28, 28)).shape == (2, 10)

@@ -198,3 +198,20 @@ def test_static_reports_layers_inside_modules_fx_keeps_whole():
     assert actions["block.linear1"][0] == "skipped" and "traced graph" in actions["block.linear1"][1]
     with torch.no_grad():
         assert _rel_err(q(x), net(x)) < 0.05
+
+
+def test_layers_whose_parent_reads_their_weight_stay_float_in_every_dynamic_method():
+    """torchvision's Swin attention reads qkv.weight / proj.weight in its forward: found from the source."""
+    import torchvision
+
+    from torchslim.quantization import SeedDynamicConfig
+
+    torch.manual_seed(0)
+    m = torchvision.models.swin_t(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    for cfg in (DynamicInt8Config(), SeedDynamicConfig()):
+        q, report = quantize(m, cfg)
+        kept = {e.name for e in report.layers if e.action == "skipped" and "reads" in e.detail}
+        assert "features.1.0.attn.qkv" in kept and "features.1.0.attn.proj" in kept and len(kept) == 24
+        with torch.no_grad():
+            assert float((q(x) - m(x)).norm() / m(x).norm()) < 0.1

@@ -160,7 +160,7 @@ def prune_structured(
     skipped: dict[str, str] = {n: "produces the model output" for n in outputs}
     skipped.update({n: "excluded by targets" for n, m in model.named_modules() if isinstance(m, ROOT_TYPES) and n not in chosen and n not in skipped})
     plans: list[_Plan] = []
-    for group in dg.get_all_groups(ignored_layers=ignored, root_module_types=ROOT_TYPES):
+    for group in _all_groups(dg, model, ignored, names, skipped):
         root, handler = group[0].dep.target.module, group[0].dep.handler
         name = names.get(root, str(root))
         members = [names.get(dep.target.module, "?") for dep, _ in group if dg.is_out_channel_pruning_fn(dep.handler)]
@@ -179,10 +179,11 @@ def prune_structured(
     if batches is not None:
         model.zero_grad(set_to_none=True)
     if not plans:
+        why = "; ".join(f"{n}: {r}" for n, r in skipped.items() if not r.startswith(("excluded", "produces")))
         raise TargetError(
-            "structured pruning found no prunable channel group: every group touches an excluded or output layer. "
-            "Layers joined by residual additions or concatenations are pruned together; target all of them "
-            "(e.g. 're:layer1.*') or none"
+            "structured pruning found no prunable channel group: every group touches an excluded or output layer"
+            f"{' or cannot be followed (' + why + ')' if why else ''}. Layers joined by residual additions or "
+            "concatenations are pruned together; target all of them (e.g. 're:layer1.*') or none"
         )
 
     if config.scope == "global" and plans:
@@ -273,3 +274,35 @@ def _check_runs(model: nn.Module, example: ModelInput, root: str, group: Any, na
             f"{str(exc).splitlines()[0][:160]}): its code relies on that width. Keep this group whole with "
             f"targets={{{root!r}: None}}; the other groups are still pruned"
         ) from exc
+
+
+def _all_groups(dg: Any, model: nn.Module, ignored: list[nn.Module], names: dict[nn.Module, str],
+                skipped: dict[str, str]) -> Any:  # fmt: skip
+    """Torch-Pruning's ``get_all_groups``, one root at a time: a group its dependency graph cannot
+    follow (a GRU's gates, say, raise IndexError inside Torch-Pruning) is kept whole and reported in
+    ``skipped`` instead of failing the whole model."""
+    visited: set[nn.Module] = set()
+    ignored = list(ignored) + list(dg.IGNORED_LAYERS_IN_TRACING)
+    for m in list(dg.module2node):
+        if m in ignored or not isinstance(m, ROOT_TYPES) or m in visited:
+            continue
+        pruner = dg.get_pruner_of_module(m)
+        if pruner is None or pruner.get_out_channels(m) is None:
+            continue
+        try:
+            group = dg.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
+        except Exception as exc:  # Torch-Pruning's index mapping fails on couplings it does not model
+            kinds = sorted({type(x).__name__ for x in model.modules() if isinstance(x, (nn.RNNBase,))})
+            through = f" through {', '.join(kinds)}" if kinds else ""
+            skipped[names.get(m, str(m))] = (f"Torch-Pruning cannot follow its channels{through} "
+                                             f"({type(exc).__name__}); kept whole")  # fmt: skip
+            visited.add(m)
+            continue
+        prunable = True
+        for dep, _ in group:
+            if dg.is_out_channel_pruning_fn(dep.handler):
+                visited.add(dep.target.module)
+                if dep.target.module in ignored:
+                    prunable = False
+        if prunable:
+            yield group

@@ -291,8 +291,16 @@ def _cast(model: nn.Module, dtype: torch.dtype, report: Report) -> nn.Module:
     new = copy.deepcopy(model).eval().to(dtype)
     setattr(new, _CAST_HOOKS, str(dtype))
 
+    def conv(v: Any) -> Any:  # float tensors anywhere in the arguments (dict and tuple inputs included)
+        if isinstance(v, torch.Tensor):
+            return v.to(dtype) if v.is_floating_point() else v
+        if isinstance(v, Mapping):
+            return {k: conv(x) for k, x in v.items()}
+        if isinstance(v, (tuple, list)):
+            return type(v)(conv(x) for x in v)
+        return v
+
     def pre(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        conv = lambda v: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v  # noqa: E731
         return tuple(conv(a) for a in args), {k: conv(v) for k, v in kwargs.items()}
 
     def post(_m: nn.Module, _a: Any, out: Any) -> Any:
@@ -314,9 +322,16 @@ def seed_dynamic(model: nn.Module, report: Report) -> nn.Module:
     """The seed's exact call, ``torch.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)``,
     on a copy, with its deprecation warnings caught into the report."""
     new = copy.deepcopy(model).eval()
+    kept = weight_read_by_parent(model)
+    spec: Any = {nn.Linear}
+    if kept:  # the same call, by layer name, without the layers whose parent reads their float weight
+        qconfig = torch.ao.quantization.default_dynamic_qconfig
+        spec = {n: qconfig for n, m in model.named_modules() if isinstance(m, nn.Linear) and n not in kept}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        new = torch.quantization.quantize_dynamic(new, {nn.Linear}, dtype=torch.qint8)
+        new = torch.quantization.quantize_dynamic(new, spec, dtype=torch.qint8)
+    for name, why in kept.items():
+        report.add(name, "Linear", "skipped", why)
     msgs = sorted({str(w.message).splitlines()[0] for w in caught})
     report.summary["warnings"] = msgs
     float_mods = dict(model.named_modules())

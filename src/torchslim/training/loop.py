@@ -247,7 +247,16 @@ def _task_loss(out: Any, y: Any, config: TrainConfig, loss_fn: Callable[[Any, An
             return own
         raise DataError("the training batches have no targets; pass loss_fn=lambda output, target: <scalar loss> "
                         "or target_fn")  # fmt: skip
-    return F.cross_entropy(output_tensor(out), y, label_smoothing=config.label_smoothing)
+    logits = output_tensor(out)
+    try:
+        return F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
+    except (RuntimeError, ValueError, IndexError) as exc:  # targets that are not class indices for these logits
+        got = f"{str(y.dtype).removeprefix('torch.')}{list(y.shape)}" if isinstance(y, torch.Tensor) else type(y).__name__
+        raise DataError(
+            f"the default loss is cross-entropy of class logits against class indices; the model returned "
+            f"{list(logits.shape)} and the targets are {got} ({str(exc).splitlines()[0][:120]}); pass "
+            "loss_fn=lambda output, target: <scalar loss> (and target_fn) for other tasks"
+        ) from exc
 
 
 def _correct(raw: Any, y: Any) -> float:
