@@ -331,11 +331,12 @@ def reload_identical(model: nn.Module, original: nn.Module, held: list[Any], tmp
 
 
 def innermost_torchslim_frame(tb: Any) -> str | None:
+    """The innermost torchslim frame, and the torchslim call the benchmark made when they differ."""
     frames = [f for f in traceback.extract_tb(tb) if "/torchslim/" in f.filename.replace("\\", "/")]
     if not frames:
         return None
-    f = frames[-1]
-    return f"{f.filename.split('src/')[-1]}:{f.lineno} in {f.name}"
+    inner, entry = (f"{f.filename.split('src/')[-1]}:{f.lineno} in {f.name}" for f in (frames[-1], frames[0]))
+    return inner if inner == entry else f"{inner} (called from {entry})"
 
 
 class _Skip(Exception):
@@ -673,9 +674,10 @@ def run_model(name: str, out: Path, timeout: float, restarts: int = 3) -> list[d
         got.append({"model": name, "step": step, "outcome": "raw_exception",
                     "error": f"worker process died during this step ({why}); see the run's stderr"})  # fmt: skip
         out.write_text(json.dumps(got, default=str))
-        log(f"{name}: worker died in {step!r} ({why}); restarting after it (attempt {attempt + 1})")
         if not isinstance(rc, int) or step == "build":
+            log(f"{name}: worker stopped in {step!r} ({why}); the model's remaining steps are not run")
             break
+        log(f"{name}: worker died in {step!r} ({why}); restarting after it (attempt {attempt + 1})")
     current.unlink(missing_ok=True)
     out.unlink(missing_ok=True)
     return got
