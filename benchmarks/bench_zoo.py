@@ -686,7 +686,7 @@ def run_model(name: str, out: Path, timeout: float, restarts: int = 3) -> list[d
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated subset of {MODELS}")
-    ap.add_argument("--timeout", type=int, default=600, help="seconds per model process")
+    ap.add_argument("--timeout", type=int, default=900, help="seconds per model process")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -151,3 +151,25 @@ def test_gradual_callback_keeps_the_last_step_weights(digits):
     assert cb.total_steps == 20 and cb.state_dict()["last_step"] == 10
     mask = cb.final_state["fc1.weight_mask"]
     assert float(1 - mask.mean()) == pytest.approx(0.9, abs=1e-4)
+
+
+def test_gradual_schedule_counts_the_batches_of_a_dataloader():
+    """A DataLoader's length is its batches per epoch, not samples: 40 samples in 5 batches, 2 epochs = 10 steps."""
+    import torch.nn as nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from torchslim.errors import ConfigError
+    from torchslim.pruning import GradualConfig, prune
+    from torchslim.training.config import TrainConfig
+
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 12), torch.randint(0, 3, (40,))
+    loader = DataLoader(TensorDataset(x, y), batch_size=8)
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
+    train = TrainConfig(epochs=2, batch_size=8, lr=0.01, augment=False)
+    cfg = GradualConfig(final_sparsity=0.5, begin_step=0, frequency=2, n_prunes=4, train=train)
+    pruned, report = prune(model, cfg, train_data=loader, val_data=loader)
+    assert report.summary["model_sparsity_after"] == pytest.approx(0.5, abs=0.01)
+    with pytest.raises(ConfigError, match="ends at step 12 .* training runs 10 steps"):
+        prune(model, GradualConfig(final_sparsity=0.5, begin_step=0, frequency=3, n_prunes=4, train=train),
+              train_data=loader, val_data=loader)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from torchslim.data.datasets import ImageData
+from torchslim.data.protocol import as_data
 from torchslim.errors import ConfigError
 from torchslim.layer_report import Report
 from torchslim.measure.size import sparsity as model_sparsity
@@ -234,7 +235,9 @@ def prune_gradual(
     step are kept instead, and the report says so (``best_epoch_before_final_sparsity``).
     """
     check_not_quantized(model)
-    planned = config.train.epochs * (len(train_data) // config.train.batch_size)
+    # ImageData counts samples (the loop batches it); any other data counts its own batches per epoch.
+    per_epoch = len(train_data) // config.train.batch_size if isinstance(train_data, ImageData) else len(as_data(train_data))
+    planned = config.train.epochs * per_epoch
     if config.end_step > planned:
         raise ConfigError(
             f"the gradual schedule ends at step {config.end_step} (begin_step + n_prunes * frequency) but "
