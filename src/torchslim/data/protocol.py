@@ -57,6 +57,15 @@ class ModelInput:
         ts = self.tensors()
         return int(ts[0].shape[0]) if ts and ts[0].dim() else 1
 
+    @staticmethod
+    def of(example: Any) -> ModelInput:
+        """The inverse of :meth:`example`: a tensor, a tuple of arguments or a dict of keyword arguments."""
+        if isinstance(example, Mapping):
+            return ModelInput((), dict(example))
+        if isinstance(example, tuple):
+            return ModelInput(example)
+        return ModelInput((example,))
+
     def example(self) -> Any:
         """The form ``measure_latency`` / ``count_macs`` take: a tensor, a tuple or a dict."""
         if self.kwargs and not self.args:

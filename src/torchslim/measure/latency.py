@@ -47,11 +47,10 @@ def num_threads(n: int | None) -> Iterator[None]:
 
 
 def _as_callable(fn: Any, example: Any) -> Callable[[], Any]:
-    if isinstance(example, dict):
-        return lambda: fn(**example)
-    if isinstance(example, tuple):
-        return lambda: fn(*example)
-    return lambda: fn(example)
+    from torchslim.data.protocol import ModelInput
+
+    inp = ModelInput.of(example)
+    return lambda: inp(fn)
 
 
 def _stats(times: list[float], batch: int) -> LatencyStats:

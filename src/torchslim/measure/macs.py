@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from torchslim.data.protocol import ModelInput
 from torchslim.modes import unfused_attention
 
 
@@ -27,10 +28,5 @@ def count_macs(model: nn.Module, example: Any) -> int:
     """
     model.eval()
     with unfused_attention(), FlopCounterMode(display=False) as fc:
-        if isinstance(example, dict):
-            model(**example)
-        elif isinstance(example, tuple):
-            model(*example)
-        else:
-            model(example)
+        ModelInput.of(example)(model)
     return fc.get_total_flops() // 2

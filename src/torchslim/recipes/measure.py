@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from torchslim.data.protocol import first_input
+from torchslim.data.protocol import ModelInput, first_input
 from torchslim.measure import count_macs, count_params, measure_latency
 from torchslim.modes import kept_mode
 
@@ -113,13 +113,7 @@ def layer_macs(model: nn.Module, example: Any) -> int | None:
         if _is_layer(name, m):
             handles.append(m.register_forward_hook(hook))
     try:
-        run = model.eval()
-        if isinstance(example, dict):
-            run(**example)
-        elif isinstance(example, tuple):
-            run(*example)
-        else:
-            run(example)
+        ModelInput.of(example)(model.eval())
     finally:
         for h in handles:
             h.remove()
