@@ -104,4 +104,7 @@ def test_outputs_never_replace_an_input_or_an_existing_file(tmp_path: Path, caps
     assert rc == 2 and "would overwrite the input" in err
     rc, _, err = run(capsys, "train", "--model", "lenet300", "--out", str(ck), "--dataset", "digits", "--epochs", "1")
     assert rc == 2 and "pass --force" in err
+    rc, _, err = run(capsys, "quantize", str(ck), "--method", "int8_dynamic", "--out", str(tmp_path / "q.safetensors"),
+                     "--report-json", str(ck), "--force")  # fmt: skip
+    assert rc == 2 and "would overwrite the input" in err
     assert ck.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.json", "in.safetensors"]

@@ -100,6 +100,54 @@ def checkpoint_out(path: str, force: bool, inputs: list[str | None] | None = Non
     return out
 
 
+def side_out(path: str | None, force: bool, inputs: list[str | None]) -> Path | None:
+    """A side output such as ``--report-json``, checked like ``--out`` before any work starts."""
+    from torchslim.errors import OutputExistsError
+
+    if path is None:
+        return None
+    p = Path(path)
+    for inp in inputs:
+        if inp and Path(inp).exists() and p.exists() and p.resolve() == Path(inp).resolve():
+            raise OutputExistsError(f"{p} would overwrite the input {inp}; choose another path")
+    if p.exists() and not force:
+        raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
+    return p
+
+
+def verb_data(args: argparse.Namespace, meta: dict[str, Any], needs: frozenset[str]) -> tuple[Any, Any, Any]:
+    """``(calibration, train, val)`` from ``--data`` (fashion-mnist when none was given) for quantize / prune:
+    the first ``--calib-samples`` training samples, and both splits for methods that train."""
+    from torchslim.data import ImageData
+    from torchslim.methods import TRAINING
+
+    args.dataset = args.dataset or "fashion-mnist"
+    got = data_arg(args, "train", meta)
+    calib = got.subset(args.calib_samples) if isinstance(got, ImageData) else got
+    if TRAINING not in needs:
+        return calib, None, None
+    return calib, got, data_arg(args, "val", meta)
+
+
+def save_verb_result(args: argparse.Namespace, verb: str, kind: str, model: nn.Module, out: Path, meta: dict[str, Any],
+                     config: Any, report: Any, report_json: Path | None) -> None:  # fmt: skip
+    """Save a verb's model with its config and report in the header, write ``--report-json``, print the tables."""
+    from torchslim.checkpoint import save_checkpoint
+    from torchslim.io import write_json
+
+    arch = meta.get("architecture", {})
+    save_checkpoint(
+        model, out, architecture=arch.get("name"), architecture_config=arch.get("config") or None,
+        meta={"kind": kind, f"{verb}_config": {"type": config.method, **config.model_dump()}, "report": report.to_dict()},
+    )  # fmt: skip
+    if report_json is not None:
+        write_json(report_json, report.to_dict())
+    report.print()
+    rows = [[k, v] for k, v in report.summary.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    rows.append(["file size (bytes)", out.stat().st_size])
+    print_table(f"{verb} {config.method}: {args.model} -> {out}", ["metric", "value"], rows)
+
+
 def targets_arg(text: str | None, *, example: str, mapping_only: bool = False) -> Any:
     """Parse ``--targets`` JSON (a list of names/patterns or a {name: value} mapping)."""
     import json

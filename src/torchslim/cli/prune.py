@@ -89,45 +89,29 @@ def build_config(args: argparse.Namespace, input_shape: list[int] | None) -> Any
 
 def run(args: argparse.Namespace) -> int:
 
-    from torchslim.checkpoint import save_checkpoint
     from torchslim.cli._common import (
         checkpoint_out,
-        data_arg,
         load_model_arg,
-        print_table,
+        save_verb_result,
+        side_out,
         targets_arg,
+        verb_data,
     )
-    from torchslim.data import ImageData
-    from torchslim.io import write_json
-    from torchslim.methods import TRAINING, method_named
+    from torchslim.methods import method_named
     from torchslim.pruning import make_permanent, prune
 
     out = checkpoint_out(args.out, args.force, inputs=[args.model])
+    report_json = side_out(args.report_json, args.force, inputs=[args.model])
     targets = targets_arg(args.targets, example="'[\"fc1\", \"fc2\"]' or '{\"fc3\": null}'")
     model, meta = load_model_arg(args.model)
-    arch = meta.get("architecture", {}).get("name")
-    entry_shape = _registered_shape(arch)
+    entry_shape = _registered_shape(meta.get("architecture", {}).get("name"))
     config = build_config(args, None if args.dataset else entry_shape)  # options checked before data loads
     needs = method_named(args.method, "prune").needs
-    calib = train = val = None
-    if args.dataset is not None or entry_shape is None or needs:
-        args.dataset = args.dataset or "fashion-mnist"
-        got = data_arg(args, "train", meta)
-        calib = got.subset(args.calib_samples) if isinstance(got, ImageData) else got
-        if TRAINING in needs:
-            train, val = got, data_arg(args, "val", meta)
+    load = args.dataset is not None or entry_shape is None or bool(needs)
+    calib, train, val = verb_data(args, meta, needs) if load else (None, None, None)
     pruned, report = prune(model, config, targets=targets, calib_data=calib, train_data=train, val_data=val, quiet=False)
     pruned = make_permanent(pruned, inplace=True)
-    save_checkpoint(
-        pruned, out, architecture=arch, architecture_config=meta.get("architecture", {}).get("config") or None,
-        meta={"kind": "pruned", "prune_config": {"type": config.method, **config.model_dump()}, "report": report.to_dict()},
-    )  # fmt: skip
-    if args.report_json:
-        write_json(args.report_json, report.to_dict())
-    report.print()
-    s = report.summary
-    rows = [[k, v] for k, v in s.items() if isinstance(v, int | float) and not isinstance(v, bool)]
-    print_table(f"prune {config.method}: {args.model} -> {out}", ["metric", "value"], rows)
+    save_verb_result(args, "prune", "pruned", pruned, out, meta, config, report, report_json)
     return 0
 
 

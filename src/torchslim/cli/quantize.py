@@ -79,45 +79,28 @@ def build_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
 
-    from torchslim.checkpoint import save_checkpoint
     from torchslim.cli._common import (
         checkpoint_out,
-        data_arg,
         load_model_arg,
-        print_table,
+        save_verb_result,
+        side_out,
         targets_arg,
+        verb_data,
     )
-    from torchslim.data import ImageData
     from torchslim.errors import ConfigError
-    from torchslim.io import write_json
-    from torchslim.methods import CALIBRATION, TRAINING, method_named
+    from torchslim.methods import CALIBRATION, method_named
     from torchslim.quantization import quantize
 
     out = checkpoint_out(args.out, args.force, inputs=[args.model])
+    report_json = side_out(args.report_json, args.force, inputs=[args.model])
     config = build_config(args)  # options are checked before any data or model is loaded
     targets = targets_arg(args.targets, example="'{\"fc3\": null}'", mapping_only=True)
-    model, meta = load_model_arg(args.model)
-    arch = meta.get("architecture", {}).get("name")
     if args.calib_samples < 1:
         raise ConfigError(f"--calib-samples must be >= 1, got {args.calib_samples}")
-    calib = train = val = None
+    model, meta = load_model_arg(args.model)
     needs = method_named(args.method, "quantize").needs
-    if CALIBRATION in needs or args.dataset is not None:
-        # Dynamic and weight-only INT8 need no data; given --data, the report measures their output error.
-        args.dataset = args.dataset or "fashion-mnist"
-        train_full = data_arg(args, "train", meta)
-        calib = train_full.subset(args.calib_samples) if isinstance(train_full, ImageData) else train_full
-        if TRAINING in needs:
-            train, val = train_full, data_arg(args, "val", meta)
+    # Dynamic and weight-only INT8 need no data; given --data, the report measures their output error.
+    calib, train, val = verb_data(args, meta, needs) if CALIBRATION in needs or args.dataset else (None, None, None)
     qmodel, report = quantize(model, config, calib_data=calib, targets=targets, train_data=train, val_data=val, quiet=False)
-    save_checkpoint(
-        qmodel, out, architecture=arch, architecture_config=meta.get("architecture", {}).get("config") or None,
-        meta={"kind": "quantized", "quantize_config": {"type": config.method, **config.model_dump()}, "report": report.to_dict()},
-    )  # fmt: skip
-    if args.report_json:
-        write_json(args.report_json, report.to_dict())
-    report.print()
-    rows = [[k, v] for k, v in report.summary.items() if isinstance(v, int | float) and not isinstance(v, bool)]
-    rows.append(["file size (bytes)", out.stat().st_size])
-    print_table(f"quantize {config.method}: {args.model} -> {out}", ["metric", "value"], rows)
+    save_verb_result(args, "quantize", "quantized", qmodel, out, meta, config, report, report_json)
     return 0

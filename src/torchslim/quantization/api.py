@@ -33,6 +33,7 @@ from torchslim.targets import resolve_targets
 
 _QUANT_TYPES = (Int8DynamicLinear, WeightOnlyLinear, QConv2d, QLinear)
 _FOREIGN_QUANT = ("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic.quantized", "torchao.")
+SUMMARY_SAMPLES = 256  # calibration samples on which the report measures the output error
 _CAST_HOOKS = "_torchslim_cast_dtype"
 
 
@@ -87,7 +88,10 @@ def quantize(
             "(e.g. load_dataset(...).subset(512) or a tensor [N, C, H, W]); "
             "DynamicInt8Config needs none"
         )
-    limit = getattr(config, "max_calib_samples", None)
+    # Read only the samples the method uses: its calibration budget, or the 256 the report's error check runs on.
+    limit = getattr(config, "max_calib_samples", None) or getattr(config, "calibration_sentences", None)
+    if limit is None and CALIBRATION not in method.needs:
+        limit = SUMMARY_SAMPLES
     calib = None if calib_data is None else calib_inputs(calib_data, model, limit, input_fn=input_fn,
                                                          batch_size=getattr(config, "batch_size", 128))  # fmt: skip
     if TRAINING in method.needs and (train_data is None or val_data is None):
@@ -134,12 +138,17 @@ def weight_only_method(model: nn.Module, config: WeightOnlyConfig, call: MethodC
     return new, report
 
 
+def _static_plan(model: nn.Module, config: StaticInt8Config | QATConfig, call: MethodCall) -> tuple[dict[str, Any], Precision]:
+    """The Conv2d/Linear layers to convert and the integer precision, checked against this CPU."""
+    prec = Precision(config.weight_bits, config.activation_bits, config.reduce_range, config.per_channel, config.symmetric)
+    _check_range(prec)
+    return _resolve(model, call.targets, (nn.Conv2d, nn.Linear)), prec
+
+
 def static_int8_method(model: nn.Module, config: StaticInt8Config, call: MethodCall) -> tuple[nn.Module, Report]:
     report, calib = call.report, call.calib_data
     assert report is not None and calib is not None
-    layers = _resolve(model, call.targets, (nn.Conv2d, nn.Linear))
-    prec = Precision(config.weight_bits, config.activation_bits, config.reduce_range, config.per_channel, config.symmetric)
-    _check_range(prec)
+    layers, prec = _static_plan(model, config, call)
     new = quantize_static(
         model, list(layers), calib, prec=prec, observer=config.observer, batch_size=config.batch_size,
         percentile=config.percentile, auto_samples=config.auto_samples, report=report, fold_bn=config.fold_bn,
@@ -154,9 +163,7 @@ def qat_method(model: nn.Module, config: QATConfig, call: MethodCall) -> tuple[n
 
     report, calib = call.report, call.calib_data
     assert report is not None and calib is not None
-    layers = _resolve(model, call.targets, (nn.Conv2d, nn.Linear))
-    prec = Precision(config.weight_bits, config.activation_bits, config.reduce_range, config.per_channel, config.symmetric)
-    _check_range(prec)
+    layers, prec = _static_plan(model, config, call)
     new = run_qat(model, list(layers), calib, config, prec, call.train_data, call.val_data, report, quiet=call.quiet)
     _report_unsupported(model, layers, report, "no integer kernel for this layer type", (nn.Conv2d, nn.Linear),
                         skip_bn=config.fold_bn)  # fmt: skip
@@ -354,7 +361,7 @@ def _summarize(model: nn.Module, new: nn.Module, report: Report, calib: list[Mod
     num = den = agree = n = 0.0
     with kept_mode(model):
         model.eval()
-        for inp in calib[: max(1, 256 // max(1, calib[0].batch_size))]:
+        for inp in calib[: max(1, SUMMARY_SAMPLES // max(1, calib[0].batch_size))]:
             try:
                 ref, out = output_tensor(inp(model)).float(), output_tensor(inp(new)).float()
             except DataError:
