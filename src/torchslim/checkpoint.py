@@ -68,6 +68,7 @@ class ModelCodec:
     key: str
     describe: Callable[[nn.Module], Any]  # a JSON value, or None when the model does not use it
     restore: Callable[[nn.Module, Any], nn.Module]
+    after_load: Callable[[nn.Module, Any], None] | None = None  # runs once the weights are in
 
 
 _CODECS_BY_KIND: dict[str, ModuleCodec] = {}
@@ -97,11 +98,13 @@ def register_codec(
 
 
 def register_model_codec(
-    key: str, describe: Callable[[nn.Module], Any], restore: Callable[[nn.Module, Any], nn.Module]
-) -> None:
+    key: str, describe: Callable[[nn.Module], Any], restore: Callable[[nn.Module, Any], nn.Module],
+    *, after_load: Callable[[nn.Module, Any], None] | None = None,
+) -> None:  # fmt: skip
     """Save model-wide non-tensor state: ``describe(model)`` is JSON (or None when unused) and
-    ``restore(model, value)`` returns the model with that state back."""
-    _MODEL_CODECS[key] = ModelCodec(key, describe, restore)
+    ``restore(model, value)`` returns the model with that state back; ``after_load(model, value)``
+    adapts the loaded weights (to this CPU, say)."""
+    _MODEL_CODECS[key] = ModelCodec(key, describe, restore, after_load)
 
 
 def _conv_cfg(m: nn.Conv2d) -> dict[str, Any]:
@@ -549,8 +552,12 @@ def load_checkpoint(path: str | Path, *, model: nn.Module | None = None) -> tupl
         raise CheckpointError(f"{path} stores a model of an unregistered architecture; pass model= to load it into (CLI: --model pkg.module:factory@{path})")
     _strip_masks(model)
     apply_structure(model, meta.get("structure", []))
-    model = _restore_model_codecs(model, meta.get("model_codecs", {}), str(path))
+    codecs = meta.get("model_codecs", {})
+    model = _restore_model_codecs(model, codecs, str(path))
     _load_state(model, tensors, str(path))
+    for key, value in codecs.items():
+        if (after := _MODEL_CODECS[key].after_load) is not None:
+            after(model, value)
     return model.eval(), meta
 
 

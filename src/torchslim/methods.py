@@ -54,7 +54,8 @@ ON_FLOAT_WEIGHTS: Mapping[str, str] = {
 # the kinds the packages really register.
 CODEC_HOMES: Mapping[str, str] = {
     **dict.fromkeys(
-        ("int8_dynamic_linear", "weight_only_linear", "seed_dynamic_linear", "qconv2d", "qlinear", "identity", "cast"),
+        ("int8_dynamic_linear", "weight_only_linear", "seed_dynamic_linear", "qconv2d", "qlinear", "identity", "cast",
+         "int8_needs_vnni"),
         "torchslim.quantization",
     ),
     **dict.fromkeys(

@@ -108,3 +108,20 @@ def test_outputs_never_replace_an_input_or_an_existing_file(tmp_path: Path, caps
                      "--report-json", str(ck), "--force")  # fmt: skip
     assert rc == 2 and "would overwrite the input" in err
     assert ck.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["in.json", "in.safetensors"]
+
+
+def test_json_outputs_of_eval_bench_export_need_force_and_never_hit_the_input(tmp_path: Path, capsys):
+    ck = save_checkpoint(create_model("lenet300"), tmp_path / "in.safetensors", architecture="lenet300")
+    notes = tmp_path / "notes.json"
+    notes.write_text("mine")
+    before = ck.read_bytes()
+    for argv in (["eval", str(ck), "--dataset", "digits", "--runs", "1"], ["bench", str(ck), "--runs", "1"],
+                 ["export", str(ck), str(tmp_path / "m.onnx"), "--no-check"]):  # fmt: skip
+        rc, out, err = run(capsys, *argv, "--json", str(notes))
+        assert rc == 2 and f"{notes} exists; pass --force" in err and out == ""
+        rc, _, err = run(capsys, *argv, "--json", str(ck), "--force")
+        assert rc == 2 and "would overwrite the input" in err
+    assert notes.read_text() == "mine" and ck.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.json", "in.safetensors", "notes.json"]
+    rc, _, _ = run(capsys, "bench", str(ck), "--runs", "1", "--batch", "1", "--json", str(notes), "--force")
+    assert rc == 0 and json.loads(notes.read_text())["rows"][0]["batch"] == 1

@@ -37,8 +37,8 @@ def test_static_int8_lenet5_accuracy_close_to_float(lenet5, digits, calib):
     assert isinstance(q.conv1(test.images[:2]), QTensor)
 
 
-# The kernel path is forced through reduce_range. "weights" (the default: 7-bit weights, 8-bit
-# activations) is exact on both CPU kinds: AVX2's vpmaddubsw adds pairs of u8 x s8 products in
+# The kernel path is forced through reduce_range. "weights" (7-bit weights, 8-bit activations;
+# the default "auto" picks it on CPUs without VNNI) is exact on both CPU kinds: AVX2's vpmaddubsw adds pairs of u8 x s8 products in
 # int16 (2 * 255 * 64 = 32640 < 32767) and VNNI's vpdpbusd accumulates in int32 directly. "none"
 # (8-bit weights) is exact only with VNNI: on AVX2 the pair sums saturate (2 * 255 * 127 > 32767),
 # 65-step errors in the first layer, which is why quantize() refuses it there.
@@ -213,3 +213,75 @@ def test_one_channel_convolutions_unfold_columns_exactly(digits, calib, monkeypa
         monkeypatch.setattr(QConv2d, "columns_as_channels", property(lambda self: False))
         assert torch.equal(direct(images), unfolded)
         assert float((unfolded - m(images)).norm() / m(images).norm()) < 0.05
+
+
+# ----------------------------------------------------------------------------- observer="auto"
+def _auto_by_full_forwards(model, plan, stats, prec, data, weights, percentile):
+    """``auto`` as defined: one full forward over ``data`` per (point, observer). The fast path
+    (each point's upstream run once, equal qparams evaluated once) must give the same numbers."""
+    from torchslim.data.protocol import output_tensor
+    from torchslim.quantization.graph import insert_points
+    from torchslim.quantization.observers import OBSERVERS
+
+    with torch.inference_mode():
+        refs = [output_tensor(b(model)) for b in data]
+        fq = copy.deepcopy(model)
+        mods = dict(fq.named_modules())
+        for name, (q, s) in weights.items():
+            mods[name].weight.data = q.float() * s.view((-1,) + (1,) * (q.dim() - 1))
+        gm = trace(fq)
+        points = insert_points(gm, plan.observe)
+        names, errors = {}, {}
+        for p in plan.observe:
+            points[p].mode = "fake"
+            errs = {}
+            for o in OBSERVERS:
+                rng = stats[p].range(o, bits=prec.act_bits, symmetric=prec.symmetric, percentile=percentile)
+                points[p].fake = (*prec.act_qparams(*rng), prec.act_levels)
+                errs[o] = sum(float(((output_tensor(b(gm)) - r) ** 2).sum()) for b, r in zip(data, refs, strict=True))
+            best = min(errs, key=lambda o: (errs[o], OBSERVERS.index(o)))
+            rng = stats[p].range(best, bits=prec.act_bits, symmetric=prec.symmetric, percentile=percentile)
+            points[p].fake = (*prec.act_qparams(*rng), prec.act_levels)
+            names[p], errors[p] = best, errs
+    return names, errors
+
+
+class _AddInPlace(nn.Module):
+    """``a += b``: when the point after ``b`` is decided, ``a`` is already computed and the rest of
+    the graph writes into it, so every candidate must start from an untouched ``a``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(1, 6, 3, padding=1)
+        self.b = nn.Conv2d(1, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.a(x)
+        b = self.b(x)
+        a += b
+        return self.fc(torch.relu(a).mean((2, 3)))
+
+
+@pytest.mark.parametrize("name", ["resnet8", "add_inplace"])
+def test_auto_ranges_match_one_full_forward_per_candidate(name, calib):
+    from torchslim.data.protocol import ModelInput
+    from torchslim.quantization.static import Precision, auto_ranges, collect_stats, prepare_float, quantize_weight
+
+    torch.manual_seed(0)
+    model = create_model("resnet8") if name == "resnet8" else _AddInPlace()
+    fm, _ = prepare_float(model, fold_bn=True)
+    layers = [n for n, m in fm.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    plan = make_plan(trace(fm), layers)
+    data = [ModelInput.of(calib[i : i + 16]) for i in (0, 16, 32)]
+    prec = Precision()
+    stats = collect_stats(fm, plan, data, 16, histograms=True)
+    weights = {n: quantize_weight(fm.get_submodule(n).weight, prec) for n in plan.layers}
+    ranges, names, errors = auto_ranges(fm, plan, stats, prec, data, weights, 99.9)
+    want_names, want_errors = _auto_by_full_forwards(fm, plan, stats, prec, data, weights, 99.9)
+    assert names == want_names
+    assert errors.keys() == want_errors.keys()
+    for p, errs in errors.items():
+        assert errs == pytest.approx(want_errors[p], rel=1e-9, abs=1e-12), p
+    assert len(set(names.values())) > 1  # the choice is not the same observer everywhere
+    assert ranges == {p: stats[p].range(o, percentile=99.9) for p, o in names.items()}

@@ -23,14 +23,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 64], help="batch sizes (default 1 64)")
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--json", dest="json_out", default=None)
+    p.add_argument("--json", dest="json_out", default=None, help="also write the timings to this JSON file")
+    p.add_argument("--force", action="store_true", help="replace the --json file if it exists")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from torchslim.cli._common import data_arg, load_model_arg, print_table
+    from torchslim.cli._common import data_arg, load_model_arg, print_table, side_out
     from torchslim.data.protocol import ModelInput, first_input
     from torchslim.errors import ConfigError
     from torchslim.io import write_json
@@ -43,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--batch sizes must be >= 1, got {b}")
     if args.runs < 1 or args.warmup < 0:
         raise ConfigError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} and {args.warmup}")
+    json_out = side_out(args.json_out, args.force, inputs=[args.model, args.compare, args.dataset])
     model, meta = load_model_arg(args.model)
     if args.dataset is not None:
         example = first_input(data_arg(args, "test", meta))
@@ -74,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         print_table(f"{args.model} as {runtime} vs {args.compare} as {other_runtime} ({args.threads} threads, interleaved)",
                     ["batch", "A median ms", "B median ms", "speed-up B/A"], rows)  # fmt: skip
-    if args.json_out:
-        write_json(args.json_out, {"model": args.model, "runtime": runtime, "compare": args.compare,
+    if json_out is not None:
+        write_json(json_out, {"model": args.model, "runtime": runtime, "compare": args.compare,
                                    "compare_runtime": other_runtime, "threads": args.threads, "rows": out,
                                    "peak_rss_mb": peak_rss_mb()})  # fmt: skip
     return 0

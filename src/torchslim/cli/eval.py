@@ -25,13 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", choices=["train", "val", "test"])
     p.add_argument("--runs", type=int, default=50, help="timed runs per batch size")
     p.add_argument("--json", dest="json_out", default=None, help="also write the figures to this JSON file")
+    p.add_argument("--force", action="store_true", help="replace the --json file if it exists")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from torchslim.cli._common import data_arg, metric_arg
+    from torchslim.cli._common import data_arg, metric_arg, side_out
     from torchslim.errors import ConfigError
     from torchslim.io import write_json
     from torchslim.measure.evaluate import evaluate
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.runs < 1:
         raise ConfigError(f"--runs must be >= 1, got {args.runs}")
     metric = metric_arg(args)
+    json_out = side_out(args.json_out, args.force, inputs=[args.checkpoint, args.reference, args.dataset])
     model, meta = load_model_arg(args.checkpoint)
     reference = load_model_arg(args.reference)[0] if args.reference else None
     data = data_arg(args, args.split, meta)
@@ -55,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
     rows = [[f"{res['metric']}{' (%)' if res['metric'] == 'accuracy' else ''}", res["value"]]]
     rows += [[label, res[k]] for k, label in ROWS if k in res]
     print_table(f"{args.checkpoint} on {args.dataset}/{args.split}", ["metric", "value"], rows)
-    if args.json_out:
-        write_json(args.json_out, res)
+    if json_out is not None:
+        write_json(json_out, res)
     return 0

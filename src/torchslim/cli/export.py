@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-abs-diff", type=float, default=None, help="fail if ONNX Runtime differs from PyTorch by more")
     p.add_argument("--tokens", type=int, default=16, help="sequence length of the example input for text models")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
-    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--force", action="store_true", help="replace OUT (and the --json file) if it exists")
     p.add_argument("--json", dest="json_out", default=None, help="also write the export report to this JSON file")
     p.set_defaults(func=run)
 
@@ -43,7 +43,7 @@ def _load(spec: str) -> tuple[Any, str | None]:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from torchslim.cli._common import print_table
+    from torchslim.cli._common import print_table, side_out
     from torchslim.errors import OutputExistsError
     from torchslim.export import ExportConfig, export_onnx
     from torchslim.export.onnx import quant_specs
@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:  # before loading anything
         raise OutputExistsError(f"{out} already exists; choose another output or pass --force to replace it")
+    if Path(args.model).exists() and out.resolve() == Path(args.model).resolve():
+        raise OutputExistsError(f"{out} is the input model; choose another output")
+    json_out = side_out(args.json_out, args.force, inputs=[args.model, args.out])
     model, arch = _load(args.model)
     example = None
     cfg = getattr(model, "config", None)
@@ -69,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
         ["file size (bytes)", res.size_bytes], ["opset", opset], ["quantized layers", n_q],
         ["max |ORT - PyTorch|", "not checked" if res.max_abs_diff is None else res.max_abs_diff],
     ])  # fmt: skip
-    if args.json_out:
-        write_json(args.json_out, res.as_dict())
+    if json_out is not None:
+        write_json(json_out, res.as_dict())
     return 0

@@ -25,6 +25,7 @@ from torchslim.quantization.config import (
     StaticInt8Config,
     WeightOnlyConfig,
 )  # fmt: skip
+from torchslim.quantization import modules as qmodules
 from torchslim.quantization.modules import Int8DynamicLinear, WeightOnlyLinear
 from torchslim.quantization.static import Precision, quantize_static
 from torchslim.quantization.static_modules import QConv2d, QLinear
@@ -140,7 +141,10 @@ def weight_only_method(model: nn.Module, config: WeightOnlyConfig, call: MethodC
 
 def _static_plan(model: nn.Module, config: StaticInt8Config | QATConfig, call: MethodCall) -> tuple[dict[str, Any], Precision]:
     """The Conv2d/Linear layers to convert and the integer precision, checked against this CPU."""
-    prec = Precision(config.weight_bits, config.activation_bits, config.reduce_range, config.per_channel, config.symmetric)
+    rr = config.reduce_range
+    if rr == "auto":  # 8 bits each where the integer kernels add in 32 bits (VNNI), else 7-bit weights
+        rr = "none" if qmodules._has_vnni() else "weights"
+    prec = Precision(config.weight_bits, config.activation_bits, rr, config.per_channel, config.symmetric)
     _check_range(prec)
     return _resolve(model, call.targets, (nn.Conv2d, nn.Linear)), prec
 
@@ -242,8 +246,7 @@ def _resolve(model: nn.Module, targets: Mapping[str, Any] | None, types: tuple[t
 
 def _check_range(prec: Precision) -> None:
     if prec.reduce_range == "none" and prec.weight_bits == 8 and prec.act_bits == 8:
-        fn = getattr(torch.cpu, "_is_vnni_supported", None)
-        if not (fn is not None and fn()):
+        if not qmodules._has_vnni():
             raise ConfigError(
                 "reduce_range='none' with 8-bit weights and activations overflows the 16-bit sums of this CPU's "
                 "integer kernels (no AVX-512 VNNI); use reduce_range='weights' or 'activations'"

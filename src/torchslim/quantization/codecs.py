@@ -8,10 +8,15 @@ Two states need more than a config: the seed's ``torch.ao`` dynamic Linear keeps
 packed (its ``state_dict`` holds a dtype and a tuple, which safetensors cannot store), so its
 codec saves the int8 values, scale, zero point and bias as plain tensors and repacks them; an
 FP16/BF16 model carries cast hooks on its root, which a model codec re-installs on load.
+
+A static INT8 model made with 8-bit weights and activations (the default on a CPU with AVX-512
+VNNI) lists those layers under the model codec ``int8_needs_vnni``; loaded on a CPU without VNNI,
+whose ``vpmaddubsw`` would saturate, their weights are re-rounded to 7 bits with a warning.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -23,7 +28,13 @@ from torchslim.checkpoint import register_codec, register_model_codec
 from torchslim.errors import CheckpointError
 from torchslim.layer_report import Report
 from torchslim.quantization.api import _CAST_HOOKS, _cast
-from torchslim.quantization.modules import Int8DynamicLinear, WeightOnlyLinear
+from torchslim.quantization import modules as qmodules
+from torchslim.quantization.modules import (
+    Int8DynamicLinear,
+    WeightOnlyLinear,
+    narrow_weights_to_7_bits,
+    saturates_without_vnni,
+)
 
 
 def _int8_dynamic_cfg(m: Int8DynamicLinear) -> dict[str, Any]:
@@ -92,12 +103,42 @@ def _restore_cast(model: nn.Module, dtype: str) -> nn.Module:
     return _cast(model, _CAST_DTYPES[dtype], Report("quantize", "cast"))
 
 
+def _vnni_layers(model: nn.Module) -> list[str] | None:
+    names = [n for n, m in model.named_modules() if saturates_without_vnni(m)]
+    return names or None
+
+
+def _check_vnni_layers(model: nn.Module, names: Any) -> nn.Module:
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"checkpoint's int8_needs_vnni must be a list of layer names, got {type(names).__name__}")
+    return model
+
+
+def _fit_this_cpu(model: nn.Module, names: list[str]) -> None:
+    """On a CPU without VNNI, 7-bit weights for the layers that would saturate (see module doc)."""
+    if qmodules._has_vnni():
+        return
+    mods = dict(model.named_modules())
+    bad = [n for n in names if not hasattr(mods.get(n), "weight_int8")]
+    if bad:
+        raise CheckpointError(f"checkpoint's int8_needs_vnni names {bad[:3]}, which are not INT8 layers of this model")
+    for n in names:
+        narrow_weights_to_7_bits(mods[n])
+    warnings.warn(
+        f"this INT8 model was quantized with 8-bit weights and activations on a CPU with AVX-512 VNNI; this CPU has "
+        f"no VNNI and its integer kernels would saturate, so the weights of {len(names)} layer(s) were re-rounded to "
+        "7 bits (slightly larger error). Quantize on this CPU, or with reduce_range='weights', to avoid it.",
+        stacklevel=3,
+    )
+
+
 def register_all() -> None:
     register_codec("int8_dynamic_linear", Int8DynamicLinear, _int8_dynamic_cfg, lambda c: Int8DynamicLinear(**c))
     register_codec("weight_only_linear", WeightOnlyLinear, _weight_only_cfg, lambda c: WeightOnlyLinear(**c))
     register_codec("seed_dynamic_linear", nnqd.Linear, _seed_dynamic_cfg, _seed_dynamic_from,
                    get_state=_seed_dynamic_state, set_state=_seed_dynamic_load)  # fmt: skip
     register_model_codec("cast", lambda m: getattr(m, _CAST_HOOKS, None), _restore_cast)
+    register_model_codec("int8_needs_vnni", _vnni_layers, _check_vnni_layers, after_load=_fit_this_cpu)
     register_static()
 
 

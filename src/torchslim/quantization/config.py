@@ -85,8 +85,11 @@ class StaticInt8Config(QuantConfig):
       point). Weights are always symmetric: oneDNN's x86 integer kernels take no weight zero point.
     * ``reduce_range``: CPUs without AVX-512 VNNI add pairs of u8 x s8 products in 16 bits, which
       overflows for 8-bit activations times 8-bit weights. ``"weights"`` keeps weights in
-      [-64, 63] (7 bits), ``"activations"`` keeps activations in [0, 127]; ``"none"`` is correct
-      only on VNNI CPUs. The default is exact everywhere.
+      [-64, 63] (7 bits), ``"activations"`` keeps activations in [0, 127]; ``"none"`` (8 bits
+      each) is correct only on VNNI CPUs. ``"auto"`` (default): ``"none"`` on a CPU with VNNI
+      (about half the output error of 7-bit weights), else ``"weights"``. A checkpoint with 8-bit
+      weights and activations loaded on a CPU without VNNI gets 7-bit weights there, with a
+      warning (:mod:`torchslim.quantization.codecs`), never saturated sums.
     * ``fold_bn``: fold each BatchNorm into the convolution before it.
 
     >>> StaticInt8Config(observer="auto", per_channel=False).observer
@@ -99,7 +102,7 @@ class StaticInt8Config(QuantConfig):
     symmetric: bool = False
     weight_bits: int = Field(8, ge=2, le=8, description="bits of the weights (signed)")
     activation_bits: int = Field(8, ge=2, le=8, description="bits of the activations (unsigned with zero point)")
-    reduce_range: Literal["weights", "activations", "none"] = "weights"
+    reduce_range: Literal["auto", "weights", "activations", "none"] = "auto"
     fold_bn: bool = True
     percentile: float = Field(99.99, gt=50.0, le=100.0, description="percentile observer's upper percentile")
     max_calib_samples: int = Field(512, ge=1, description="calibration samples used (the first ones given)")
@@ -137,7 +140,7 @@ class QATConfig(QuantConfig):
     activation_bits: int = Field(8, ge=2, le=8)
     per_channel: bool = True
     symmetric: bool = False
-    reduce_range: Literal["weights", "activations", "none"] = "weights"
+    reduce_range: Literal["auto", "weights", "activations", "none"] = "auto"
     observer: Literal["minmax", "moving_average", "percentile", "mse", "kl"] = "minmax"
     learn_scales: bool = False
     fold_bn: bool = True

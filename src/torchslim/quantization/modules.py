@@ -122,6 +122,26 @@ def weights_fit_7_bits(qweight: torch.Tensor) -> bool:
     return bool(qweight.numel() == 0 or int(qweight.abs().max()) <= 63)
 
 
+def saturates_without_vnni(layer: nn.Module) -> bool:
+    """Whether a static INT8 layer multiplies 8-bit activations by weights outside ``[-63, 63]``:
+    exact with AVX-512 VNNI, but ``vpmaddubsw``'s int16 pair sums overflow on other x86 CPUs."""
+    levels = getattr(layer, "input_levels", None)
+    return callable(levels) and levels() > 127 and not weights_fit_7_bits(layer.weight_int8)
+
+
+@torch.no_grad()
+def narrow_weights_to_7_bits(layer: nn.Module) -> None:
+    """Re-round a layer's int8 weights to ``[-63, 63]`` (half the levels, twice the scale).
+
+    What a CPU without VNNI must do with a model quantized to 8-bit weights and activations on a
+    CPU with VNNI: one more rounding of each weight (at most half a 7-bit step) instead of silent
+    saturation. The scale stays per output channel, so the layer's float meaning is kept.
+    """
+    q = layer.weight_int8
+    q.copy_(torch.round(q.float() / 2).clamp(-63, 63).to(torch.int8))
+    layer.weight_scale.mul_(2)
+
+
 def _act_levels(narrow: bool) -> int:
     """Largest symmetric activation level for a layer: 127 with VNNI or 7-bit weights, else 63."""
     return 127 if narrow else act_qmax()

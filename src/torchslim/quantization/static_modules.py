@@ -352,6 +352,10 @@ class _StaticBase(nn.Module):
         self.frozen = False  # set on the lowered graph's copy (see lowering.py)
         self._qp_cache: tuple[Any, list[tuple[float, int]]] = (None, [])
 
+    def input_levels(self) -> int:
+        """Largest unsigned level of the quantized input (255: 8-bit, 127: 7-bit)."""
+        return int(self.act_levels)
+
     def activation_qparams(self, row: int) -> tuple[float, int]:
         """Row 0: input, 1: output, 2: the fused add's shortcut (accumulator).
 

@@ -132,6 +132,10 @@ class StaticInt8Linear(nn.Module):
         m.act_qmax.fill_(2**bits - 1)
         return m
 
+    def input_levels(self) -> int:
+        """Largest unsigned level of the quantized input (255: 8-bit, 127: 7-bit)."""
+        return int(self.act_qmax)
+
     def __deepcopy__(self, memo: dict[int, Any]) -> StaticInt8Linear:
         new = StaticInt8Linear(self.in_features, self.out_features, self.bias is not None)
         new.load_state_dict(self.state_dict())
