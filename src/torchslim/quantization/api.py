@@ -15,6 +15,7 @@ from torchslim.errors import CompatibilityError, ConfigError, DataError, TargetE
 from torchslim.layer_report import Report
 from torchslim.methods import CALIBRATION, TRAINING, MethodCall, method_for
 from torchslim.modes import kept_mode
+from torchslim.quantization import modules as qmodules
 from torchslim.quantization.config import (
     BF16Config,
     DynamicInt8Config,
@@ -25,7 +26,6 @@ from torchslim.quantization.config import (
     StaticInt8Config,
     WeightOnlyConfig,
 )  # fmt: skip
-from torchslim.quantization import modules as qmodules
 from torchslim.quantization.modules import Int8DynamicLinear, WeightOnlyLinear
 from torchslim.quantization.static import Precision, quantize_static
 from torchslim.quantization.static_modules import QConv2d, QLinear

@@ -27,8 +27,8 @@ from torchslim._version import __version__
 from torchslim.checkpoint import register_codec, register_model_codec
 from torchslim.errors import CheckpointError
 from torchslim.layer_report import Report
-from torchslim.quantization.api import _CAST_HOOKS, _cast
 from torchslim.quantization import modules as qmodules
+from torchslim.quantization.api import _CAST_HOOKS, _cast
 from torchslim.quantization.modules import (
     Int8DynamicLinear,
     WeightOnlyLinear,
