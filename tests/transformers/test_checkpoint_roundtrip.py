@@ -4,20 +4,16 @@ import pytest
 import torch
 
 from torchslim.checkpoint import load_checkpoint, save_checkpoint
+from torchslim.pruning import WandaConfig, prune
 from torchslim.transformers.gptq import GPTQConfig, quantize_encoder_gptq
 from torchslim.transformers.int8 import quantize_encoder_int8
-from torchslim.transformers.prune import (
-    HeadPruningConfig,
-    WandaConfig,
-    prune_heads_and_neurons,
-    wanda_prune,
-)
+from torchslim.transformers.prune import HeadPruningConfig, prune_heads_and_neurons
 from torchslim.transformers.testing import tiny_bert
 
 METHODS = {
     "int8": lambda m, c: quantize_encoder_int8(m, c),
     "gptq4": lambda m, c: quantize_encoder_gptq(m, c, GPTQConfig(group_size=16, block_size=32)),
-    "wanda24": lambda m, c: wanda_prune(m, c, WandaConfig(pattern="2:4")),
+    "wanda24": lambda m, c: prune(m, WandaConfig(pattern="2:4"), calib_data=[b.as_kwargs() for b in c]),
     "heads_ffn": lambda m, c: prune_heads_and_neurons(m, c, HeadPruningConfig(head_fraction=0.5, ffn_fraction=0.5)),
 }
 

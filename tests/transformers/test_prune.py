@@ -3,36 +3,59 @@ import torch
 
 from torchslim.errors import ConfigError
 from torchslim.measure import embedding_fidelity
+from torchslim.pruning import WandaConfig, prune
 from torchslim.transformers.embed import encode
-from torchslim.transformers.prune import (
-    HeadPruningConfig,
-    WandaConfig,
-    prune_heads_and_neurons,
-    wanda_prune,
-)
+from torchslim.transformers.prune import HeadPruningConfig, prune_heads_and_neurons
 
 
+def _dicts(calib):
+    return [b.as_kwargs() for b in calib]
+
+
+# Wanda is the one verb's method (torchslim.pruning.WandaConfig): on an encoder it takes the
+# tokenizer's dicts, and the attention mask keeps padding out of the input norms.
 def test_wanda_unstructured_rows(bert, calib):
-    p, rep = wanda_prune(bert, calib, WandaConfig(sparsity=0.5))
+    p, rep = prune(bert, WandaConfig(amount=0.5), calib_data=_dicts(calib))
     w = p.encoder.layer[0].intermediate.dense.weight
     assert ((w == 0).sum(1) == 16).all()  # exactly half of each 32-wide row
-    assert rep.summary["sparsity"] == pytest.approx(0.5)
+    assert rep.summary["targeted_sparsity_after"] == pytest.approx(0.5)
+    assert rep.summary["layers_pruned"] == 12  # 6 Linears per block, 2 blocks; tiny bert has no pooler
     assert bert.encoder.layer[0].intermediate.dense.weight.ne(0).all()  # input untouched
-    assert [e.action for e in rep.layers].count("skipped") == 0  # tiny bert has no pooler
 
 
 def test_wanda_two_four_pattern(bert, calib):
-    p, _ = wanda_prune(bert, calib, WandaConfig(pattern="2:4"))
+    p, rep = prune(bert, WandaConfig(pattern="2:4"), calib_data=_dicts(calib))
     w = p.encoder.layer[1].output.dense.weight
     assert ((w.view(w.shape[0], -1, 4) != 0).sum(-1) == 2).all()
+    assert rep.layers[0].detail == "2:4"
+    with pytest.raises(ConfigError, match="leave amount out"):
+        WandaConfig(pattern="2:4", amount=0.3)
 
 
 def test_wanda_uses_activations(bert, calib):
     # Scaling one input feature's activations up must protect its weights.
     with torch.no_grad():
         bert.embeddings.LayerNorm.weight[5] = 50.0
-    p, _ = wanda_prune(bert, calib, WandaConfig(sparsity=0.75))
+    p, _ = prune(bert, WandaConfig(amount=0.75), calib_data=_dicts(calib))
     assert p.encoder.layer[0].attention.self.query.weight[:, 5].ne(0).all()
+
+
+def test_wanda_leaves_padding_out_of_the_input_norms(bert, calib):
+    from torchslim.data.protocol import ModelInput
+    from torchslim.pruning.unstructured import input_norms, resolve
+
+    b = calib[0].as_kwargs()
+    ts, _ = resolve(bert, WandaConfig(), {"encoder.layer.0.attention.self.query": True}, 0.5)
+    masked = input_norms(bert, ts, [(ModelInput((), b), None)])["encoder.layer.0.attention.self.query"]
+    x = {}
+    h = bert.encoder.layer[0].attention.self.query.register_forward_pre_hook(lambda m, i: x.setdefault("x", i[0]))
+    with torch.no_grad():
+        bert(**b)
+    h.remove()
+    keep = b["attention_mask"].bool()
+    assert (~keep).any()  # the batch has padding
+    assert torch.allclose(masked, x["x"][keep].pow(2).sum(0).sqrt(), rtol=1e-5)
+    assert not torch.allclose(masked, x["x"].reshape(-1, x["x"].shape[-1]).pow(2).sum(0).sqrt(), rtol=1e-3)
 
 
 def test_structured_shrinks_and_stays_close(bert, tok, calib, sentences):

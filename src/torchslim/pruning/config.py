@@ -78,13 +78,36 @@ class WandaConfig(_Unstructured):
     """Activation-aware pruning, Wanda (Sun et al., 2023): score = |w| * ||x||_2 of its input.
 
     ``||x||`` is the L2 norm of each input feature (input channel for convolutions) over the
-    calibration data. As in the paper, weights compete within each output row (``per_output``).
+    calibration data; tokens a batch's ``attention_mask`` marks as padding are left out. As in
+    the paper, weights compete within each output row (``per_output``). ``pattern="2:4"`` (or
+    ``"4:8"``) keeps the two best-scored weights of every four consecutive inputs instead, as
+    :class:`NMConfig` does by magnitude; ``amount`` then follows from the pattern.
+
+    >>> WandaConfig(pattern="2:4").amount
+    0.5
     """
 
     method: ClassVar[str] = "wanda"
+    amount: Amount = Field(0.5, description="fraction in [0, 1) of each row's weights set to zero (unstructured)")
+    pattern: Literal["unstructured", "2:4", "4:8"] = "unstructured"
     per_output: bool = True
     calib_samples: int = Field(512, ge=1)
     batch_size: int = Field(128, ge=1)
+
+    @property
+    def n_m(self) -> tuple[int, int] | None:
+        """``(n, m)`` of an N:M pattern, else None."""
+        if self.pattern == "unstructured":
+            return None
+        n, m = self.pattern.split(":")
+        return int(n), int(m)
+
+    @model_validator(mode="after")
+    def _pattern_amount(self) -> WandaConfig:
+        nm = self.n_m
+        if nm is not None and "amount" in self.model_fields_set and self.amount != 1 - nm[0] / nm[1]:
+            raise ValueError(f"pattern {self.pattern} zeroes {1 - nm[0] / nm[1]:g} of the weights; leave amount out")
+        return self
 
 
 class TaylorConfig(_Unstructured):

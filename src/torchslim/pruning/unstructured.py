@@ -143,9 +143,14 @@ def input_norms(model: nn.Module, ts: list[Target], batches: list[tuple[ModelInp
     sq: dict[str, torch.Tensor] = {}
     handles = []
 
+    pad: dict[str, torch.Tensor | None] = {"mask": None}
+
     def hook(name: str) -> Any:
         def fn(m: nn.Module, inp: tuple[torch.Tensor, ...]) -> None:
             x = inp[0].detach().float()
+            mask = pad["mask"]
+            if isinstance(m, nn.Linear) and mask is not None and x.dim() >= 3 and tuple(mask.shape) == tuple(x.shape[:2]):
+                x = x[mask.bool()]  # tokens only: padding positions carry no signal
             if isinstance(m, nn.Linear):
                 s = x.reshape(-1, x.shape[-1]).pow(2).sum(0)
             else:  # channels are dim 1 for Conv1d/2d/3d
@@ -160,6 +165,8 @@ def input_norms(model: nn.Module, ts: list[Target], batches: list[tuple[ModelInp
     model.eval()
     try:
         for inp, _ in batches:
+            m = inp.kwargs.get("attention_mask")
+            pad["mask"] = m if isinstance(m, torch.Tensor) and m.dim() == 2 else None
             inp(model)
     finally:
         for h in handles:
@@ -338,21 +345,27 @@ def prune_unstructured(
 
     nm_skipped: dict[str, str] = {}
     explicit = set(normalize_targets(targets)[0] or {})
-    if isinstance(config, NMConfig):
-        keep_ts, masks = [], []
+    n_m = (config.n, config.m) if isinstance(config, NMConfig) else getattr(config, "n_m", None)
+    if n_m is not None:
+        n, m = n_m
+        keep_ts = []
         for t in ts:
             w = effective(t.module, param)
-            if w.dim() < 2 or w.shape[1] % config.m:
-                reason = f"{w.shape[1] if w.dim() > 1 else w.numel()} input channels are not a multiple of m={config.m}"
+            if w.dim() < 2 or w.shape[1] % m:
+                reason = f"{w.shape[1] if w.dim() > 1 else w.numel()} input channels are not a multiple of m={m}"
                 if t.name in explicit:
-                    raise TargetError(f"layer {t.name} cannot take {config.n}:{config.m} sparsity: {reason}")
+                    raise TargetError(f"layer {t.name} cannot take {n}:{m} sparsity: {reason}")
                 nm_skipped[t.name] = reason
                 continue
             keep_ts.append(t)
-            masks.append(nm_mask(w.float(), config.n, config.m) * _alive(t, param).float())
         if not keep_ts:
-            raise TargetError(f"no targeted layer can take {config.n}:{config.m} sparsity: {nm_skipped}")
+            raise TargetError(f"no targeted layer can take {n}:{m} sparsity: {nm_skipped}")
         ts = keep_ts
+        if isinstance(config, WandaConfig):  # the best-scored n of each m inputs (pruned weights score 0)
+            scores = [sc.clamp(min=0) for sc in wanda_scores(model, ts, param, batches)]  # type: ignore[arg-type]
+        else:
+            scores = [effective(t.module, param).float() for t in ts]
+        masks = [nm_mask(sc, n, m) * _alive(t, param).float() for sc, t in zip(scores, ts, strict=True)]
     else:
         if isinstance(config, MagnitudeConfig):
             scores = magnitude_scores(ts, param)
@@ -381,7 +394,7 @@ def prune_unstructured(
     macs_after_layers = macs_before_layers  # masks do not change dense MACs
     for t in ts:
         after = _layer_stats(t, param, macs_after_layers)
-        detail = f"{config.n}:{config.m}" if isinstance(config, NMConfig) else f"{scope} amount={t.amount}"
+        detail = f"{n_m[0]}:{n_m[1]}" if n_m is not None else f"{scope} amount={t.amount}"
         report.add(t.name, type(t.module).__name__, "pruned", detail, before=before[t.name], after=after)
     for name, why in {**skipped, **nm_skipped}.items():
         report.add(name, type(model.get_submodule(name)).__name__, "skipped", why)

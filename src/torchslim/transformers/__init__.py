@@ -4,7 +4,8 @@
   (mean-pooled embeddings), :func:`embedding_report` (fidelity to FP32 + latency);
 * quantization: :func:`quantize_encoder_int8` (SmoothQuant + per-token INT8),
   :func:`quantize_encoder_gptq` (weight-only INT4/INT8 with GPTQ);
-* pruning: :func:`wanda_prune` (unstructured / 2:4), :func:`prune_heads_and_neurons`;
+* pruning: :func:`prune_heads_and_neurons` (Wanda, unstructured or 2:4, is
+  :class:`torchslim.pruning.WandaConfig`, for any model);
 
 ``quantize(model, EncoderInt8Config())`` (recipe step ``int8_smoothquant``),
 ``quantize(model, GPTQConfig())`` (``gptq``) and ``prune(model, HeadPruningConfig())``
@@ -38,16 +39,14 @@ from torchslim.transformers.modules import SmoothedLinear
 from torchslim.transformers.prune import (
     HeadPruningConfig,
     StructuredConfig,
-    WandaConfig,
     prune_heads_and_neurons,
-    wanda_prune,
 )
 
 __all__ = [
-    "EncoderInt8Config", "GPTQConfig", "HeadPruningConfig", "SmoothedLinear", "StructuredConfig", "WandaConfig",
+    "EncoderInt8Config", "GPTQConfig", "HeadPruningConfig", "SmoothedLinear", "StructuredConfig",
     "calibration_batches",
     "embedding_report", "encode", "load_encoder", "load_sentences", "load_tokenizer", "prune_heads_and_neurons",
-    "quantize_encoder_gptq", "quantize_encoder_int8", "tokenize", "wanda_prune",
+    "quantize_encoder_gptq", "quantize_encoder_int8", "tokenize",
 ]  # fmt: skip
 
 

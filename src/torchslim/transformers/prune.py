@@ -1,10 +1,8 @@
-"""Pruning for BERT-like encoders: Wanda (unstructured, N:M) and whole heads / FFN neurons.
+"""Structured pruning for BERT-like encoders: whole attention heads and FFN neurons.
 
-* :func:`wanda_prune` -- one shot, no retraining: weight ``W_ij`` scores ``|W_ij| * ||X_j||``
-  (its magnitude times the norm of input feature ``j`` on calibration sentences), and the lowest
-  scores of each output row are zeroed (Sun et al., 2024). ``pattern="2:4"`` keeps the best two
-  of every four consecutive inputs instead. The input norms come from the same hooks as the rest
-  of the package (padding excluded); torchslim.pruning's Wanda takes image batches.
+(Wanda, unstructured or 2:4, is :class:`torchslim.pruning.WandaConfig`, which works on any model
+and leaves padding tokens out of its input norms when the batches carry an ``attention_mask``.)
+
 * :func:`prune_heads_and_neurons` -- removes attention heads and FFN neurons physically: the
   query/key/value rows of a head and the matching output-projection columns are cut out, as are
   an FFN neuron's row in the first Linear and column in the second, so the model gets smaller
@@ -19,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -28,27 +26,12 @@ from pydantic import Field
 from torchslim.config import StrictConfig
 from torchslim.errors import CompatibilityError, ConfigError, DataError
 from torchslim.layer_report import Report
-from torchslim.targets import resolve_targets
 from torchslim.transformers.calibrate import (
-    as_calibration,
-    collect_stats,
     encoder_blocks,
     finite_rows,
     token_mask,
 )
 from torchslim.transformers.embed import Batch
-
-
-class WandaConfig(StrictConfig):
-    """Wanda one-shot pruning of Linear layers.
-
-    >>> WandaConfig(pattern="2:4").pattern
-    '2:4'
-    """
-
-    sparsity: float = Field(0.5, ge=0.0, lt=1.0, description="fraction of each row zeroed (unstructured)")
-    pattern: Literal["unstructured", "2:4", "4:8"] = "unstructured"
-    include_outside_blocks: bool = Field(False, description="also prune Linears outside the transformer blocks (pooler)")
 
 
 class HeadPruningConfig(StrictConfig):
@@ -62,92 +45,6 @@ class HeadPruningConfig(StrictConfig):
 
     head_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of heads removed in every layer")
     ffn_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of FFN neurons removed in every layer")
-
-
-def _nm(pattern: str) -> tuple[int, int]:
-    n, m = pattern.split(":")
-    return int(n), int(m)
-
-
-@torch.no_grad()
-def wanda_prune(
-    model: nn.Module, calibration: Sequence[Batch], config: WandaConfig | None = None, *, targets: dict[str, Any] | None = None
-) -> tuple[nn.Module, Report]:
-    """A copy of ``model`` with Wanda-pruned Linear weights (zeros kept in the dense weight).
-
-    >>> from torchslim.transformers.testing import tiny_bert, tiny_tokenizer
-    >>> from torchslim.transformers.calibrate import calibration_batches
-    >>> cal = calibration_batches(tiny_tokenizer(), ["a sample sentence", "another one"])
-    >>> p, rep = wanda_prune(tiny_bert(), cal, WandaConfig(pattern="2:4"))
-    >>> round(rep.summary["sparsity"], 3)
-    0.5
-    """
-    config = config or WandaConfig()
-    if isinstance(calibration, (list, tuple)) and not calibration:
-        raise DataError("Wanda needs calibration sentences for its input norms")
-    calibration = as_calibration(calibration, model)
-    if config.pattern == "unstructured" and config.sparsity == 0:
-        raise ConfigError("WandaConfig: sparsity 0 prunes nothing; give a fraction such as 0.5")
-    model = copy.deepcopy(model).eval()
-    blocks_name, _ = encoder_blocks(model)
-    chosen = resolve_targets(model, targets, default=True, types=[nn.Linear])
-    names = [n for n in chosen if config.include_outside_blocks or n.startswith(blocks_name + ".")]
-    stats = collect_stats(model, calibration, names, gram=False)
-    sq = _input_sq_norms(model, calibration, [n for n in names if n in stats])
-    report = Report("prune", f"wanda-{config.pattern}")
-    total = zeros = 0
-    for name in chosen:
-        lin = model.get_submodule(name)
-        if name not in sq:
-            why = "outside the transformer blocks" if name not in names else "never called on the calibration sentences"
-            report.add(name, "Linear", "skipped", why)
-            continue
-        w = lin.weight
-        score = w.abs() * sq[name].sqrt().unsqueeze(0)
-        if config.pattern == "unstructured":
-            k = int(round(w.shape[1] * config.sparsity))
-            mask = torch.ones_like(w, dtype=torch.bool)
-            if k:
-                idx = score.topk(k, dim=1, largest=False).indices
-                mask.scatter_(1, idx, False)
-        else:
-            n, m = _nm(config.pattern)
-            if w.shape[1] % m:
-                report.add(name, "Linear", "skipped", f"{w.shape[1]} inputs is not a multiple of {m}")
-                continue
-            g = score.view(w.shape[0], -1, m)
-            keep = g.topk(n, dim=2).indices
-            mask = torch.zeros_like(g, dtype=torch.bool).scatter_(2, keep, True).view_as(w)
-        w.mul_(mask)
-        z = int((~mask).sum())
-        total += w.numel()
-        zeros += z
-        report.add(name, "Linear", "pruned", f"wanda {config.pattern}", before={"sparsity": 0.0}, after={"sparsity": z / w.numel()})
-    report.summary.update(sparsity=zeros / total if total else 0.0, pruned_layers=sum(e.action == "pruned" for e in report.layers))
-    return model, report
-
-
-def _input_sq_norms(model: nn.Module, batches: Sequence[Batch], names: list[str]) -> dict[str, torch.Tensor]:
-    """Sum over calibration tokens of ``x_j^2`` for each Linear's input feature ``j``."""
-    out: dict[str, torch.Tensor] = {}
-    keep: dict[str, torch.Tensor | None] = {"mask": None}
-    hooks = []
-    for n in names:
-        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], n: str = n) -> None:
-            x = finite_rows(inp[0], keep["mask"])
-            s = (x * x).sum(0)
-            out[n] = out[n] + s if n in out else s
-
-        hooks.append(model.get_submodule(n).register_forward_pre_hook(hook))
-    try:
-        with torch.inference_mode():
-            for b in batches:
-                keep["mask"] = token_mask(b)
-                b(model)
-    finally:
-        for h in hooks:
-            h.remove()
-    return out
 
 
 # ----------------------------------------------------------------------------- structured
