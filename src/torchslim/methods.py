@@ -65,7 +65,7 @@ CODEC_HOMES: Mapping[str, str] = {
         "torchslim.pruning",
     ),  # fmt: skip
     **dict.fromkeys(("shared-linear", "shared-conv2d", "coded-linear", "coded-conv2d"), "torchslim.compression"),
-    **dict.fromkeys(("smoothed_linear", "static_int8_linear"), "torchslim.transformers.modules"),
+    "smoothed_linear": "torchslim.transformers.modules",
 }
 
 

@@ -6,12 +6,13 @@ import torch
 from torchslim.checkpoint import load_checkpoint, save_checkpoint
 from torchslim.pruning import WandaConfig, prune
 from torchslim.transformers.gptq import GPTQConfig, quantize_encoder_gptq
-from torchslim.transformers.int8 import quantize_encoder_int8
+from torchslim.transformers.int8 import EncoderInt8Config, quantize_encoder_int8
 from torchslim.transformers.prune import HeadPruningConfig, prune_heads_and_neurons
 from torchslim.transformers.testing import tiny_bert
 
 METHODS = {
     "int8": lambda m, c: quantize_encoder_int8(m, c),
+    "int8_static": lambda m, c: quantize_encoder_int8(m, c, EncoderInt8Config(activation="static")),
     "gptq4": lambda m, c: quantize_encoder_gptq(m, c, GPTQConfig(group_size=16, block_size=32)),
     "wanda24": lambda m, c: prune(m, WandaConfig(pattern="2:4"), calib_data=[b.as_kwargs() for b in c]),
     "heads_ffn": lambda m, c: prune_heads_and_neurons(m, c, HeadPruningConfig(head_fraction=0.5, ffn_fraction=0.5)),
@@ -31,7 +32,7 @@ def test_compressed_encoder_round_trips_with_identical_outputs(method, bert, cal
     assert torch.equal(a, b)
     assert "pickle" not in path.read_bytes()[:2000].decode("latin1")
     kinds = {s["kind"] for s in json.loads(path.with_suffix(".json").read_text())["structure"]}
-    expected = {"int8": "smoothed_linear", "gptq4": "weight_only_linear", "wanda24": "linear", "heads_ffn": "linear"}
+    expected = {"int8": "smoothed_linear", "int8_static": "smoothed_linear", "gptq4": "weight_only_linear", "wanda24": "linear", "heads_ffn": "linear"}
     assert expected[method] in kinds
 
 

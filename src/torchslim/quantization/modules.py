@@ -340,11 +340,19 @@ def compile_int8(model: nn.Module, *, attention: str | None = "eager", **options
     from torchslim.quantization.static_modules import has_static_layers
 
     if has_static_layers(model):
-        return lower_static(model)
+        try:
+            return lower_static(model)
+        except CompatibilityError:
+            if not _float_io_static_layers_only(model):
+                raise
+            # A model torch.fx cannot trace (a Hugging Face encoder) whose static layers take and
+            # return floats (QLinear.from_float): torch.compile below traces them as tensor ops.
     model = copy.deepcopy(model).eval()
     for m in model.modules():
         if isinstance(m, Int8DynamicLinear):
             m._compiled_qmax = _act_levels(weights_fit_7_bits(m.weight_int8))
+        elif hasattr(m, "prepare_tracing"):
+            m.prepare_tracing()
     if attention is not None and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(attention)
     opts: dict[str, Any] = {"freezing": True, "realize_opcount_threshold": 8}
@@ -496,6 +504,13 @@ class WeightOnlyLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, group_size={self.group_size}"
 
 
+def _float_io_static_layers_only(model: nn.Module) -> bool:
+    from torchslim.quantization.static_modules import QConv2d, QLinear
+
+    static = [m for m in model.modules() if isinstance(m, (QConv2d, QLinear))]
+    return all(isinstance(m, QLinear) and m.out_float for m in static)
+
+
 def timed_runtime(model: Any) -> tuple[Any, str]:
     """What to time for ``model``, and its name: ``"compile_int8"`` or ``"eager"``.
 
@@ -505,11 +520,12 @@ def timed_runtime(model: Any) -> tuple[Any, str]:
     other model is timed as it is, as is a static model whose forward torch.fx cannot trace.
     """
     from torchslim.errors import CompatibilityError
+    from torchslim.quantization.lowering import lower_static
     from torchslim.quantization.static_modules import has_static_layers
 
     if isinstance(model, torch.nn.Module) and has_static_layers(model):
         try:
-            return compile_int8(model), "compile_int8"
+            return lower_static(model), "compile_int8"
         except CompatibilityError:
             pass
     return model, "eager"

@@ -26,6 +26,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from torchslim.errors import CompatibilityError
+
 _ZERO = torch.zeros(1, dtype=torch.int64)
 
 
@@ -517,7 +519,21 @@ class QConv2d(_StaticBase):
 
 
 class QLinear(_StaticBase):
-    """INT8 ``nn.Linear`` with static input/output quantization (``fuse``: ``"none"``/``"relu"``)."""
+    """INT8 ``nn.Linear`` with static input/output quantization (``fuse``: ``"none"``/``"relu"``).
+
+    The one static INT8 Linear: planned on an FX graph by :class:`StaticInt8Config` (integer
+    activations flow between layers), or made alone by :meth:`from_float` with a calibrated input
+    range and float output, as the encoder INT8 method does for models torch.fx cannot trace.
+    Under ``torch.compile`` (:func:`~torchslim.quantization.compile_int8` of such a model) the
+    float-output form reads its scale and zero point as tensors and leaves the weight prepack to
+    Inductor's freezing.
+
+    >>> lin = nn.Linear(16, 8)
+    >>> q = QLinear.from_float(lin, act_range=(-3.0, 3.0))
+    >>> x = torch.randn(4, 16).clamp(-3, 3)
+    >>> bool((q(x) - lin(x)).abs().max() < 0.1)
+    True
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, fuse: str = "none",
                  out_float: bool = False, act_levels: int = 255) -> None:  # fmt: skip
@@ -531,10 +547,52 @@ class QLinear(_StaticBase):
                    fuse=self.fuse, out_float=self.out_float, act_levels=self.act_levels)  # fmt: skip
         return _drop_defaults(cfg, type(self))
 
+    @classmethod
+    @torch.no_grad()
+    def from_float(cls, linear: nn.Linear, *, act_range: tuple[float, float], act_bits: int = 8) -> QLinear:
+        """Per-channel symmetric int8 weights, the unsigned ``act_bits`` input covering ``act_range``
+        (asymmetric, zero exact), float output."""
+        from torchslim.quantization.modules import quantize_weight_per_channel
+        from torchslim.quantization.observers import qparams
+
+        m = cls(linear.in_features, linear.out_features, linear.bias is not None, out_float=True,
+                act_levels=2**act_bits - 1)  # fmt: skip
+        q, sc = quantize_weight_per_channel(linear.weight)
+        m.weight_int8.copy_(q)
+        m.weight_scale.copy_(sc)
+        if linear.bias is not None:
+            m.bias.copy_(linear.bias.detach().float())
+        m.set_qparams(input=qparams(*act_range, bits=act_bits))
+        return m
+
     def forward(self, x: Any) -> Any:
+        if torch.compiler.is_compiling():
+            return self._traced_forward(x)
         qx, xs, xz = self._input(x)
         y = self.integer_forward(qx, xs, xz)
         return y if self.out_float else QTensor(y, *self.activation_qparams(1))
+
+    def prepare_tracing(self) -> None:
+        """Fix the input scale and zero point as Python numbers for ``torch.compile`` (on
+        :func:`compile_int8`'s copy): constants of the traced graph, guarded by Dynamo."""
+        self._traced_x = self.activation_qparams(0)
+
+    def _traced_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """What ``torch.compile`` traces: no cached prepack, no host reads of buffers."""
+        traced = getattr(self, "_traced_x", None)
+        if traced is None or not self.out_float or not isinstance(x, torch.Tensor):
+            raise CompatibilityError(
+                "torch.compile takes static INT8 Linear layers with float input and output, through "
+                "torchslim.quantization.compile_int8 (which lowers models quantized with StaticInt8Config)"
+            )
+        xs, xz = traced
+        qx = quantize_tensor(x.reshape(-1, self.in_features).float(), xs, xz, self.act_levels)
+        packed = torch.ops.onednn.qlinear_prepack(self.weight_int8, None)
+        y = torch.ops.onednn.qlinear_pointwise(
+            qx, xs, xz, packed, self.weight_scale, self._w_zp, self.bias, 1.0, 0, torch.float32,
+            "relu" if self.fuse == "relu" else "none", [], "",
+        )  # fmt: skip
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def integer_forward(self, qx: torch.Tensor, xs: float, xz: int) -> torch.Tensor:
         """The layer on uint8 ``qx`` (standing for ``(qx - xz) * xs``): uint8 at the output

@@ -49,7 +49,7 @@ from torchslim.surgery import avoid_fused_paths, weight_read_by_parent
 from torchslim.targets import resolve_targets
 from torchslim.transformers.calibrate import as_calibration, collect_stats, token_mask
 from torchslim.transformers.embed import Batch, mean_pool
-from torchslim.transformers.modules import SmoothedLinear, StaticInt8Linear
+from torchslim.transformers.modules import SmoothedLinear
 from torchslim.transformers.smoothquant import shared_input_groups, smoothing_scales
 
 
@@ -104,14 +104,22 @@ def _weight_bits(config: EncoderInt8Config) -> int:
     return 8 if act_qmax() == 127 else 7
 
 
+def static_act_bits() -> int:
+    """Static activations: 8 bits with AVX-512 VNNI, 7 without (vpmaddubsw's int16 pair sums)."""
+    from torchslim.quantization.modules import act_qmax
+
+    return 8 if act_qmax() == 127 else 7
+
+
 def _quantized_layer(lin: nn.Linear, smooth: torch.Tensor | None, activation: str, gram: torch.Tensor | None,
                      act_range: tuple[float, float] | None = None, bits: int = 8) -> nn.Module:  # fmt: skip
     from torchslim.quantization.modules import Int8DynamicLinear, quantize_weight_per_channel
+    from torchslim.quantization.static_modules import QLinear
 
     inner = lin if smooth is None else SmoothedLinear.wrap(lin, smooth).inner
     if activation == "static":
         assert act_range is not None
-        q: nn.Module = StaticInt8Linear.from_float(inner, act_range=act_range)
+        q: nn.Module = QLinear.from_float(inner, act_range=act_range, act_bits=static_act_bits())
     else:
         q = Int8DynamicLinear.from_float(inner, activation=activation)  # type: ignore[arg-type]
     if bits != 8:
@@ -255,11 +263,10 @@ def _static_ranges(
     :func:`finite_rows` if it did). ``auto`` tries minmax, percentile (99.99) and MSE and keeps,
     per layer, the range with the smallest output error on a sample of calibration tokens.
     """
-    from torchslim.quantization.modules import act_qmax
     from torchslim.quantization.observers import ActivationStats, fake_quantize, qparams
     from torchslim.transformers.calibrate import finite_rows
 
-    bits = 8 if act_qmax() == 127 else 7  # as StaticInt8Linear will use
+    bits = static_act_bits()
     obs = {n: ActivationStats() for n in names}
     sample: dict[str, torch.Tensor] = {}
     keep: dict[str, torch.Tensor | None] = {"m": None}
