@@ -1,6 +1,9 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename.
 
-A crash or Ctrl-C leaves the old file (or nothing), never a half-written one.
+A crash or Ctrl-C leaves the old file (or nothing), never a half-written one. The temporary is
+named ``.NAME.torchslim-XXXX.tmp``; one that a killed run left behind is removed by the next write
+of the same output. Finished outputs get the modes the user's umask gives (``mkstemp`` alone
+would make every file 0600 and every folder 0700).
 """
 
 from __future__ import annotations
@@ -17,15 +20,41 @@ from typing import Any
 from torchslim.errors import OutputExistsError
 
 
+_TMP_TAG = "torchslim-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _clean_stale(path: Path) -> None:
+    """Remove temporaries of ``path`` that an earlier, killed torchslim run left behind."""
+    for old in path.parent.glob(f".{glob_escape(path.name)}.{_TMP_TAG}*.tmp"):
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _clean_stale(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_TMP_TAG}", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        if os.path.exists(tmp):
+            os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -47,9 +76,11 @@ def atomic_dir(path: str | Path, *, force: bool = False) -> Iterator[Path]:
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists; choose another output or pass --force to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    _clean_stale(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{_TMP_TAG}", suffix=".tmp"))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         os.replace(tmp, path)
