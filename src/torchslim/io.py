@@ -19,7 +19,6 @@ from typing import Any
 
 from torchslim.errors import OutputExistsError
 
-
 _TMP_TAG = "torchslim-"
 
 
