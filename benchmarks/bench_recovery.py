@@ -78,11 +78,12 @@ def ddp_rows(pruned, base_acc: float, epochs: int) -> list[dict]:
             t0 = time.perf_counter()
             subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": threads[1]}, timeout=3600)
             wall = time.perf_counter() - t0
-            meta = json.loads(out.with_suffix(".json").read_text())["finetune"]
+            sidecar = json.loads(out.with_suffix(".json").read_text())
+            meta = sidecar["finetune"]
             rows.append({"model": "lenet5", "method": f"90% + distillation, CLI, {procs} process(es)",
                          "accuracy": meta["test_accuracy"], "baseline_accuracy": base_acc,
                          "sparsity": meta["summary"]["sparsity_after"], "wall_s": round(wall, 1),
-                         "train_wall_s": round(meta["summary"]["wall_s"], 1), "processes": procs, "epochs": epochs})  # fmt: skip
+                         "train_wall_s": round(sidecar["run"]["finetune_wall_s"], 1), "processes": procs, "epochs": epochs})  # fmt: skip
     return rows
 
 

@@ -125,3 +125,20 @@ def test_json_outputs_of_eval_bench_export_need_force_and_never_hit_the_input(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.json", "in.safetensors", "notes.json"]
     rc, _, _ = run(capsys, "bench", str(ck), "--runs", "1", "--batch", "1", "--json", str(notes), "--force")
     assert rc == 0 and json.loads(notes.read_text())["rows"][0]["batch"] == 1
+
+
+def test_same_seed_and_command_give_byte_identical_checkpoints(tmp_path: Path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    blobs = {}
+    for run_dir in ("a", "b"):
+        (tmp_path / run_dir).mkdir()
+        monkeypatch.chdir(tmp_path / run_dir)  # the same command line, in two folders
+        rc, _, _ = run(capsys, "train", "--model", "lenet300", "--dataset", "digits", "--epochs", "1", "--out", "m.safetensors")
+        assert rc == 0
+        rc, _, _ = run(capsys, "finetune", "m.safetensors", "--dataset", "digits", "--epochs", "1", "--out", "f.safetensors")
+        assert rc == 0
+        blobs[run_dir] = [Path(n).read_bytes() for n in ("m.safetensors", "f.safetensors")]
+        sidecar = json.loads(Path("f.json").read_text())
+        assert sidecar["run"]["finetune_wall_s"] > 0  # timings live in the sidecar only
+        assert json.loads(Path("m.json").read_text())["run"]["train_wall_s"] >= 0
+    assert blobs["a"] == blobs["b"]

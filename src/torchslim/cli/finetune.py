@@ -68,8 +68,11 @@ def run(args: argparse.Namespace) -> int:
     s = result.report.summary
     arch = meta.get("architecture", {})
     extra = {k: v for k, v in meta.items() if k not in ("format", "format_version", "architecture", "structure", "encodings", "versions")}
-    extra["finetune"] = {"config": config.model_dump(), "summary": s, "test_accuracy": test_acc, "source": args.checkpoint}
-    save_checkpoint(new, out, architecture=arch.get("name"), architecture_config=arch.get("config"), meta=extra)
+    # Timings go to the .json sidecar only: the same seed and command give the same checkpoint bytes.
+    summary = {k: v for k, v in s.items() if k != "wall_s"}
+    extra["finetune"] = {"config": config.model_dump(), "summary": summary, "test_accuracy": test_acc, "source": args.checkpoint}
+    save_checkpoint(new, out, architecture=arch.get("name"), architecture_config=arch.get("config"), meta=extra,
+                    sidecar_meta={"run": {"finetune_wall_s": round(s["wall_s"], 2)}})  # fmt: skip
     s_metric = "accuracy (%)" if metric == "accuracy" else getattr(metric, "__name__", str(metric))
     if not args.quiet:
         print_table("fine-tuning", ["metric", "value"], [

@@ -61,5 +61,5 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet and _dist_env()[0] == 0:
         print_table(f"{args.model} on {args.dataset}", ["metric", "value"],
                     [["test accuracy (%)", m["test_accuracy"]], ["best val accuracy (%)", m["val_accuracy"]],
-                     ["best epoch", m["best_epoch"] + 1], ["train wall (s)", m["train_wall_s"]]])  # fmt: skip
+                     ["best epoch", m["best_epoch"] + 1], ["train wall (s)", meta["run"]["train_wall_s"]]])  # fmt: skip
     return 0
