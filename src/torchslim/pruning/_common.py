@@ -107,12 +107,15 @@ class Profile:
 
 
 @torch.no_grad()
-def profile(model: nn.Module, example: ModelInput | None) -> Profile:
+def profile(model: nn.Module, example: ModelInput | Any) -> Profile:
     """Dense MACs (FlopCounterMode, as :func:`torchslim.measure.count_macs`) in one forward pass,
     the MACs of each Conv/Linear layer (forward hooks), and which of those layers produce the
-    model's output (identity of the returned tensor)."""
+    model's output (identity of the returned tensor). ``example``: a :class:`ModelInput`, or a
+    tensor, tuple of arguments or dict of keyword arguments."""
     if example is None:
         return Profile()
+    if not isinstance(example, ModelInput):
+        example = ModelInput.of(example)
     from torch.utils.flop_counter import FlopCounterMode
 
     per_layer: dict[str, int] = {}
