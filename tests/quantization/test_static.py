@@ -247,26 +247,34 @@ def _auto_by_full_forwards(model, plan, stats, prec, data, weights, percentile):
 
 
 class _AddInPlace(nn.Module):
-    """``a += b``: when the point after ``b`` is decided, ``a`` is already computed and the rest of
-    the graph writes into it, so every candidate must start from an untouched ``a``."""
+    """``a.add_(c)``: when the point after ``b`` is decided, ``a`` and its view ``v`` are already
+    computed and the rest of the graph writes into them, so every candidate must start from an
+    untouched ``a`` whose view still sees the write."""
 
     def __init__(self) -> None:
         super().__init__()
         self.a = nn.Conv2d(1, 6, 3, padding=1)
         self.b = nn.Conv2d(1, 6, 3, padding=1)
-        self.fc = nn.Linear(6, 10)
+        self.c = nn.Conv2d(6, 6, 1)
+        self.fc = nn.Linear(9, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a = self.a(x)
-        b = self.b(x)
-        a += b
-        return self.fc(torch.relu(a).mean((2, 3)))
+        v = a[:, :3]
+        s = torch.relu(a.add_(self.c(self.b(x))))  # fx traces `a += ...` out of place; add_ stays in place
+        return self.fc(torch.cat([s.mean((2, 3)), v.mean((2, 3))], 1))
 
 
 @pytest.mark.parametrize("name", ["resnet8", "add_inplace"])
 def test_auto_ranges_match_one_full_forward_per_candidate(name, calib):
     from torchslim.data.protocol import ModelInput
-    from torchslim.quantization.static import Precision, auto_ranges, collect_stats, prepare_float, quantize_weight
+    from torchslim.quantization.static import (
+        Precision,
+        auto_ranges,
+        collect_stats,
+        prepare_float,
+        quantize_weight,
+    )
 
     torch.manual_seed(0)
     model = create_model("resnet8") if name == "resnet8" else _AddInPlace()

@@ -15,12 +15,15 @@ Steps (each checked against the model's FX graph, see :mod:`torchslim.quantizati
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.fx as fx
 import torch.nn as nn
+import torch.utils._pytree as pytree
 
 from torchslim.data.protocol import ModelInput, output_tensor
 from torchslim.layer_report import Report
@@ -113,6 +116,67 @@ def first_samples(data: Sequence[ModelInput], n: int) -> list[ModelInput]:
     return out
 
 
+class _GraphRunner:
+    """Runs a traced graph node by node, from any node on, reusing what was computed before it.
+
+    ``auto`` decides points one at a time; everything upstream of a point is the same for all its
+    candidates, so it is computed once (``advance``) and only the rest of the graph runs per
+    candidate (``finish``). Only the values still read downstream are kept.
+    """
+
+    def __init__(self, gm: fx.GraphModule, batch: ModelInput) -> None:
+        self.interp = fx.Interpreter(gm, garbage_collect_values=False)
+        self.nodes = list(gm.graph.nodes)
+        self.index = index = {n: i for i, n in enumerate(self.nodes)}
+        self.dies_at: list[list[fx.Node]] = [[] for _ in self.nodes]
+        for n in self.nodes:
+            last = max((index[u] for u in n.users), default=index[n])
+            self.dies_at[last].append(n)
+        bound = inspect.signature(gm.forward).bind(*batch.args, **batch.kwargs)
+        bound.apply_defaults()
+        self.inputs = {n: bound.arguments[str(n.target).lstrip("*")] for n in self.nodes if n.op == "placeholder"}
+        self.env: dict[fx.Node, Any] = {}
+        self.pos = 0  # env holds the values computed before node ``pos`` that later nodes read
+
+    def _run(self, env: dict[fx.Node, Any], start: int, stop: int) -> Any:
+        self.interp.env = env
+        out = None
+        for k in range(start, stop):
+            n = self.nodes[k]
+            out = env[n] = self.inputs[n] if n.op == "placeholder" else self.interp.run_node(n)
+            for d in self.dies_at[k]:
+                del env[d]
+        return out
+
+    def advance(self, node: fx.Node) -> None:
+        """Compute, with the current state of the graph's modules, everything before ``node``."""
+        i = self.index[node]
+        if i < self.pos:
+            self.env, self.pos = {}, 0
+        self._run(self.env, self.pos, i)
+        self.pos = i
+
+    def finish(self) -> Any:
+        """The graph's output, running only the nodes from the current position on.
+
+        Works on a copy of the kept values (in-place ops downstream must not change them), whose
+        tensors share storage as the originals do, so aliasing behaves as in a full forward.
+        """
+        storages: dict[int, torch.UntypedStorage] = {}
+
+        def fork(v: Any) -> Any:
+            if not isinstance(v, torch.Tensor):
+                return v
+            st = v.untyped_storage()
+            if st.data_ptr() not in storages:
+                storages[st.data_ptr()] = st.clone()
+            copy_ = storages[st.data_ptr()]
+            return torch.empty(0, dtype=v.dtype, device=v.device).set_(copy_, v.storage_offset(), v.size(), v.stride())
+
+        env = {n: pytree.tree_map(fork, v) for n, v in self.env.items()}
+        return self._run(env, self.pos, len(self.nodes))
+
+
 @torch.inference_mode()
 def auto_ranges(
     model: nn.Module, plan: Plan, stats: dict[str, ActivationStats], prec: Precision, data: Sequence[ModelInput],
@@ -120,13 +184,14 @@ def auto_ranges(
 ) -> tuple[dict[str, tuple[float, float]], dict[str, str], dict[str, dict[str, float]]]:  # fmt: skip
     """Per activation, the observer whose range minimises the error of the model's output.
 
-    Greedy in graph order: each point is decided with the earlier points already fake-quantized
-    at their chosen ranges and the weights fake-quantized, so errors that compound are seen.
+    Greedy in the plan's order: each point is decided with the earlier points already
+    fake-quantized at their chosen ranges and the weights fake-quantized, so errors that compound
+    are seen. The error is the squared difference to the float model's output over ``data``.
+    Observers that give the same ``(scale, zero_point)`` are evaluated once (ties go to the
+    earlier one in ``OBSERVERS``), and the graph upstream of the point is run once per point: each
+    candidate only runs the nodes from the point on.
     """
     refs = [output_tensor(b(model)) for b in data]
-
-    def error(run: Any) -> float:
-        return sum(float(((output_tensor(b(run)) - r) ** 2).sum()) for b, r in zip(data, refs, strict=True))
     fq = copy.deepcopy(model)
     mods = dict(fq.named_modules())
     for name, (q, s) in weights.items():
@@ -134,18 +199,25 @@ def auto_ranges(
         mods[name].weight.data = q.float() * s.view(shape)
     gm = trace(fq)
     points = insert_points(gm, plan.observe)
+    node_at = {m.point: n for n in gm.graph.nodes if n.op == "call_module" and isinstance(m := gm.get_submodule(n.target), ObserverPoint)}  # fmt: skip
+    runners = [_GraphRunner(gm, b) for b in data]
     chosen: dict[str, tuple[float, float]] = {}
     names: dict[str, str] = {}
     errors: dict[str, dict[str, float]] = {}
     for p in plan.observe:
         mod: Any = points[p]
+        for r in runners:
+            r.advance(node_at[p])
         mod.mode = "fake"
         cand = {o: stats[p].range(o, bits=prec.act_bits, symmetric=prec.symmetric, percentile=percentile) for o in OBSERVERS}
+        by_qp: dict[tuple[float, int], float] = {}
         errs = {}
-        for o, r in cand.items():
-            s, zp = prec.act_qparams(*r)
-            mod.fake = (s, zp, prec.act_levels)
-            errs[o] = error(gm)
+        for o, rng in cand.items():
+            qp = prec.act_qparams(*rng)
+            if qp not in by_qp:
+                mod.fake = (*qp, prec.act_levels)
+                by_qp[qp] = sum(float(((output_tensor(r.finish()) - ref) ** 2).sum()) for r, ref in zip(runners, refs, strict=True))
+            errs[o] = by_qp[qp]
         best = min(errs, key=lambda o: (errs[o], OBSERVERS.index(o)))
         chosen[p], names[p], errors[p] = cand[best], best, errs
         s, zp = prec.act_qparams(*cand[best])
