@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,20 +65,54 @@ def write_json(path: str | Path, obj: Any) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+OUTPUT_MARK = ".torchslim-output"  # written into every output folder; only such folders are replaced
+
+
+def check_out_dir(path: str | Path, *, force: bool = False, inputs: Iterable[str | Path | None] = ()) -> Path:
+    """Refuse, before any work, an output folder that would lose a user's files.
+
+    Refused always: the current folder or one above it, a folder holding one of ``inputs`` (or an
+    input itself, or a folder inside one). Refused without ``force``: an existing path. Refused
+    even with ``force``: an existing path torchslim did not write (no ``.torchslim-output`` mark).
+    """
+    path = Path(path)
+    full = path.resolve()
+    cwd = Path.cwd().resolve()
+    if full == cwd or full in cwd.parents:
+        raise OutputExistsError(f"output folder {path} is the current folder or holds it; choose a new folder")
+    for inp in inputs:
+        if not inp:
+            continue
+        src = Path(inp)
+        if not src.exists():
+            continue
+        src = src.resolve()
+        if src == full or full in src.parents or src in full.parents:
+            raise OutputExistsError(f"output folder {path} would hold or replace the input {inp}; choose another folder")
+    if path.exists() or path.is_symlink():
+        if not force:
+            raise OutputExistsError(f"{path} already exists; choose another output or pass --force to replace it")
+        if not path.is_dir() or path.is_symlink() or not (path / OUTPUT_MARK).is_file():
+            raise OutputExistsError(
+                f"{path} exists and is not an output folder torchslim wrote (no {OUTPUT_MARK}); --force replaces only "
+                "those. Choose a new folder or remove it yourself"
+            )
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path, *, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success it replaces ``path``.
 
-    Raises :class:`OutputExistsError` before any work if ``path`` exists and ``force`` is false.
+    Raises :class:`OutputExistsError` before any work if ``path`` exists and ``force`` is false,
+    or if it is not replaceable at all (see :func:`check_out_dir`).
     """
-    path = Path(path)
-    if path.exists() and not force:
-        raise OutputExistsError(f"{path} already exists; choose another output or pass --force to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_out_dir(path, force=force)
     _clean_stale(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.{_TMP_TAG}", suffix=".tmp"))
     try:
         yield tmp
+        (tmp / OUTPUT_MARK).write_text("written by torchslim; `--force` may replace this folder\n")
         os.chmod(tmp, 0o777 & ~_umask())
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -55,3 +55,39 @@ def test_missing_recipe_and_unknown_model(tmp_path, capsys, recipe):
     assert "does not exist" in capsys.readouterr().err
     assert main(["compress", "--model", "lenet3000", "--recipe", str(recipe), "--out", str(tmp_path / "o")]) == 2
     assert "Did you mean: lenet300" in capsys.readouterr().err
+
+
+def _snapshot(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_out_never_costs_the_user_a_file(recipe, tmp_path, capsys, monkeypatch):
+    from torchslim.checkpoint import save_checkpoint
+    from torchslim.models import create_model
+
+    work = tmp_path / "work"
+    work.mkdir()
+    model = save_checkpoint(create_model("lenet300"), work / "in.safetensors", architecture="lenet300")
+    (work / "notes.txt").write_text("mine")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("mine")
+    monkeypatch.chdir(work)
+    before = _snapshot(tmp_path)
+    cases = [
+        (".", "is the current folder"),
+        (str(tmp_path), "is the current folder or holds it"),
+        (str(work / "in.safetensors"), "would hold or replace the input"),
+        (str(mine), "is not an output folder torchslim wrote"),
+    ]
+    for out, message in cases:
+        rc = main(["compress", "--model", str(model), "--recipe", str(recipe), "--out", out, "--quiet", "--force"])
+        assert rc == 2 and message in capsys.readouterr().err
+    assert _snapshot(tmp_path) == before  # nothing created, changed or deleted
+    # The Python API refuses the same folders before any work.
+    from torchslim.errors import OutputExistsError
+    from torchslim.recipes import compress
+
+    with pytest.raises(OutputExistsError, match="not an output folder torchslim wrote"):
+        compress(create_model("lenet300"), str(recipe), out=mine, force=True, quiet=True)
+    assert _snapshot(tmp_path) == before

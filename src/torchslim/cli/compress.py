@@ -55,12 +55,12 @@ def resolve_model(spec: str, dataset: str, quiet: bool = False) -> tuple[Any, di
 
 def run(args: argparse.Namespace) -> int:
     from torchslim.cli._common import metric_arg, print_table, tokenizer_for
-    from torchslim.errors import OutputExistsError
+    from torchslim.io import check_out_dir
     from torchslim.recipes import compress, load_recipe
 
     recipe = load_recipe(Path(args.recipe), args.overrides)
-    if Path(args.out).exists() and not args.force:
-        raise OutputExistsError(f"{args.out} already exists; choose another --out or pass --force to replace it")
+    check_out_dir(args.out, force=args.force, inputs=[args.model.split("@")[-1], args.model, args.recipe, args.dataset,
+                                                   args.data_dir])  # fmt: skip
     metric = metric_arg(args)
     data = args.dataset or recipe.settings.dataset
     model, meta, origin = resolve_model(args.model, data, args.quiet)

@@ -25,12 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from torchslim.cli._common import console, print_table
-    from torchslim.errors import OutputExistsError
+    from torchslim.io import check_out_dir
     from torchslim.training.baseline import baseline_path, get_baseline
 
     out = Path(args.out)
-    if out.exists() and not args.force:
-        raise OutputExistsError(f"{out} already exists; pass --force to replace it")
+    check_out_dir(out, force=args.force, inputs=[args.data_dir, args.recipe])
     path = baseline_path(args.model)
     console.print(f"[bold]baseline[/] {args.model}: {'reusing ' + str(path) if path.is_file() else 'training it now (cached afterwards)'}")
     model, _ = get_baseline(args.model)

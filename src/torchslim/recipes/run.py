@@ -100,6 +100,10 @@ def compress(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"compress takes an nn.Module, not {type(model).__name__}")
+    if out is not None:  # before anything is loaded: an output folder must never cost the user a file
+        from torchslim.io import check_out_dir
+
+        check_out_dir(out, force=force, inputs=[p for p in (recipe, data, data_dir) if isinstance(p, str | Path)])
     recipe = load_recipe(recipe, overrides)
     _check_targets(model, recipe)
     metric = recipe.settings.metric if metric is None else metric
