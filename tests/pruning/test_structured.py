@@ -291,3 +291,43 @@ def test_a_group_torch_pruning_cannot_follow_is_kept_whole_and_reported():
     kept = [e.detail for e in report.layers if e.name == "conv2" and e.action == "skipped"]
     assert kept == ["Torch-Pruning cannot follow its channels through GRU (IndexError); kept whole"]
     assert pruned(torch.randn(2, 28, 28)).shape == (2, 10)
+
+
+def _tiny_swin() -> nn.Module:
+    import torchvision
+
+    torch.manual_seed(0)
+    # torchvision's own Swin code at toy size: at 16x16 the second stage sees 2x2 tokens in one
+    # padded 7x7 window, as swin_t's last stage does at 64x64.
+    return torchvision.models.SwinTransformer(
+        patch_size=[4, 4], embed_dim=32, depths=[1, 1], num_heads=[2, 4], window_size=[7, 7],
+        stochastic_depth_prob=0.0, num_classes=10,
+    ).eval()  # fmt: skip
+
+
+def test_swin_window_attention_refused_before_work_with_advice_that_works():
+    """Torch-Pruning models Swin's window attention wrongly. The last stage's residual group maps its
+    indices around a reshape cycle, growing without end (swin_t: a raw MemoryError after minutes):
+    kept whole and reported. The first stage's maps 32 channels onto the 2 heads of the relative
+    position bias table, which a 30% cut would empty: refused before any channel goes, naming it."""
+    from torchslim.errors import CompatibilityError
+
+    model = _tiny_swin()
+    cfg = StructuredConfig(ratio=0.3, input_shape=[3, 16, 16])
+    with pytest.raises(CompatibilityError, match=r"9 of 32 channels of layer features\.1\.0\.mlp\.3 map to all 2 output "
+                       r"channels of features\.1\.0\.attn\.relative_position_bias_table") as info:  # fmt: skip
+        prune(model, cfg)
+    advice = str(info.value).split("targets=")[1].split(";")[0]
+    assert advice == "{'features.1.0.mlp.3': None}"
+    pruned, report = prune(model, cfg, targets={"features.1.0.mlp.3": None})  # the advice, followed
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert pruned(x).shape == (2, 10)
+    mlp1, mlp2 = pruned.features[1][0].mlp, pruned.features[3][0].mlp  # both MLP hidden widths lose 30%
+    assert (mlp1[0].out_features, mlp1[3].in_features, mlp2[0].out_features, mlp2[3].in_features) == (90, 90, 180, 180)
+    assert pruned.features[2].reduction.out_features == 64 and pruned.features[1][0].attn.qkv.in_features == 32
+    kept = {e.name: e.detail for e in report.skipped}
+    assert set(kept) == {"head", "features.1.0.mlp.3", "features.2.reduction", "features.3.0.mlp.3"}
+    assert "index mapping grows without end" in kept["features.2.reduction"]
+    assert report.summary["channels_removed"] == 38 + 76
+    assert count_macs(pruned, x[:1]) == report.summary["macs_after"] < report.summary["macs_before"] == count_macs(model, x[:1])

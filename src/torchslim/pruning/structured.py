@@ -14,7 +14,10 @@ Taylor, BatchNorm scale, random (a control).
 
 from __future__ import annotations
 
+import importlib
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +48,7 @@ class _Plan:
     importance: torch.Tensor  # one score per position within a channel group
     ch_groups: int = 1  # equal slices that each lose the same positions (grouped conv, heads)
     n_prune: int = 0  # positions removed from every slice
+    idxs: list[int] | None = None  # channels to remove, positions in every slice
 
 
 def _shape(m: nn.Module) -> dict[str, int]:
@@ -95,6 +99,46 @@ def _channel_groups(group: Any, names: dict[nn.Module, str], root: str, channels
             f"channel removal keeps all of them whole. Keep this group whole with targets={{{root!r}: None}}"
         )
     return n
+
+
+# Torch-Pruning carries channel indices through a reshape that splits a channel into `stride`
+# positions by repeating each index `stride` times. Around a cycle of reshapes it does not model
+# (Swin's window attention: the residual stream reshaped to heads x head_dim, coupled back through
+# the relative-position bias table) the list grows by that factor on every turn and never repeats,
+# so the walk only ends when memory does (MemoryError, or the OOM killer). A real group's indices
+# are channels of some layer: never more than the largest weight has elements.
+_MIN_INDEX_LIMIT = 1 << 16
+
+
+def _index_limit(model: nn.Module) -> int:
+    """The most channel indices one step of a real group can hold in ``model``."""
+    return max([_MIN_INDEX_LIMIT, *(p.numel() for p in model.parameters())])
+
+
+class _RunawayIndices(Exception):
+    pass
+
+
+@contextmanager
+def _bounded_index_mapping(limit: int) -> Iterator[None]:
+    """Make Torch-Pruning's reshape index mapping raise ``_RunawayIndices`` past ``limit`` indices."""
+    index_mapping = importlib.import_module("torch_pruning.dependency.index_mapping")
+    cls = getattr(index_mapping, "_FlattenIndexMapping", None)
+    if cls is None:  # another Torch-Pruning layout: nothing to bound
+        yield
+        return
+    unbounded = cls.__call__
+
+    def bounded(self: Any, idxs: Any) -> Any:
+        if not self.reverse and len(idxs) * self._stride > limit:
+            raise _RunawayIndices(f"{len(idxs)} channel indices x {self._stride} through a reshape")
+        return unbounded(self, idxs)
+
+    cls.__call__ = bounded
+    try:
+        yield
+    finally:
+        cls.__call__ = unbounded
 
 
 def _importance(tp: Any, kind: str) -> Any:
@@ -213,17 +257,33 @@ def prune_structured(
             f"{len(emptied)} layer(s): {', '.join(emptied)}; lower the ratio or round_to, or exclude those layers "
             "with targets={name: None}"
         )
-
-    macs_before, layer_macs_before = prof_before.macs, prof_before.layer_macs
-    shapes_before = {n: (_shape(m), _params(m)) for n, m in model.named_modules() if isinstance(m, _SHAPED)}
+    starved = []
     for p in plans:
         if not p.n_prune:
             continue
         local = torch.argsort(p.importance)[: p.n_prune].tolist()
-        idxs = [i + g * p.channels for g in range(p.ch_groups) for i in local]
-        group = dg.get_pruning_group(p.root, p.handler, idxs)
-        if not dg.check_pruning_group(group):
-            raise CompatibilityError(f"layer {p.name}: removing {len(idxs)} of {p.channels * p.ch_groups} channels would leave a coupled layer empty")
+        p.idxs = [i + g * p.channels for g in range(p.ch_groups) for i in local]
+        member = _emptied_member(dg, dg.get_pruning_group(p.root, p.handler, p.idxs), names)
+        if member is not None:
+            starved.append((p, member))
+    if starved:
+        # Torch-Pruning maps a group's channels onto fewer positions of a coupled layer (Swin's
+        # residual stream onto its attention heads, say), so a ratio that suits the group empties it.
+        whole = ", ".join(f"{p.name!r}: None" for p, _ in starved)
+        raise CompatibilityError(
+            "removing the chosen channels would leave a coupled layer with none: "
+            + "; ".join(f"{len(p.idxs or [])} of {p.channels * p.ch_groups} channels of layer {p.name} map to "
+                        f"{member}" for p, member in starved)  # fmt: skip
+            + f". Keep these groups whole with targets={{{whole}}}; the other groups are still pruned"
+        )
+
+    macs_before, layer_macs_before = prof_before.macs, prof_before.layer_macs
+    shapes_before = {n: (_shape(m), _params(m)) for n, m in model.named_modules() if isinstance(m, _SHAPED)}
+    for p in plans:
+        if not p.idxs:
+            continue
+        group = dg.get_pruning_group(p.root, p.handler, p.idxs)
+        assert dg.check_pruning_group(group), f"{p.name}: checked before any removal"
         group.prune()
         _check_runs(model, example, p.name, group, names)
     model.train(was)
@@ -258,6 +318,23 @@ def prune_structured(
     return model, report
 
 
+def _emptied_member(dg: Any, group: Any, names: dict[nn.Module, str]) -> str | None:
+    """The first layer (or bare parameter) of ``group`` that would lose all of its channels, as
+    Torch-Pruning's ``check_pruning_group`` decides it, named with what it would lose."""
+    pnames = {p: n for n, p in dg.model.named_parameters()}
+    for dep, idxs in group:
+        m = dep.target.module
+        if dg.is_out_channel_pruning_fn(dep.handler):
+            n, side = dg.get_out_channels(m), "output"
+        elif dg.is_in_channel_pruning_fn(dep.handler):
+            n, side = dg.get_in_channels(m), "input"
+        else:
+            continue
+        if n is not None and n <= len(idxs):
+            return f"all {n} {side} channels of {names.get(m) or pnames.get(m, type(m).__name__)}"
+    return None
+
+
 @torch.no_grad()
 def _check_runs(model: nn.Module, example: ModelInput, root: str, group: Any, names: dict[nn.Module, str]) -> None:
     # The model ran before pruning, so a failure now means its code fixes this group's width
@@ -283,6 +360,7 @@ def _all_groups(dg: Any, model: nn.Module, ignored: list[nn.Module], names: dict
     ``skipped`` instead of failing the whole model."""
     visited: set[nn.Module] = set()
     ignored = list(ignored) + list(dg.IGNORED_LAYERS_IN_TRACING)
+    limit = _index_limit(model)
     for m in list(dg.module2node):
         if m in ignored or not isinstance(m, ROOT_TYPES) or m in visited:
             continue
@@ -290,7 +368,13 @@ def _all_groups(dg: Any, model: nn.Module, ignored: list[nn.Module], names: dict
         if pruner is None or pruner.get_out_channels(m) is None:
             continue
         try:
-            group = dg.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
+            with _bounded_index_mapping(limit):
+                group = dg.get_pruning_group(m, pruner.prune_out_channels, list(range(pruner.get_out_channels(m))))
+        except _RunawayIndices as exc:
+            skipped[names.get(m, str(m))] = (f"Torch-Pruning cannot follow its channels: its index mapping grows without end "
+                                             f"through reshapes it does not model ({exc}; e.g. window attention); kept whole")  # fmt: skip
+            visited.add(m)
+            continue
         except Exception as exc:  # Torch-Pruning's index mapping fails on couplings it does not model
             kinds = sorted({type(x).__name__ for x in model.modules() if isinstance(x, (nn.RNNBase,))})
             through = f" through {', '.join(kinds)}" if kinds else ""
