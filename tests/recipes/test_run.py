@@ -72,8 +72,12 @@ def test_existing_output_is_refused_unless_force(run_dir, tmp_path):
     target = tmp_path / "again"
     target.mkdir()
     (target / "old.txt").write_text("old")
-    compress(create_model("lenet300"), [{"type": "evaluate"}], out=target, force=True, overrides=FAST, quiet=True)
-    assert not (target / "old.txt").exists() and (target / "model.safetensors").is_file()
+    with pytest.raises(OutputExistsError, match="not an output folder torchslim wrote"):  # --force or not
+        compress(create_model("lenet300"), [{"type": "evaluate"}], out=target, force=True, overrides=FAST, quiet=True)
+    assert (target / "old.txt").read_text() == "old"
+    (out / "old.txt").write_text("old")  # a folder torchslim wrote is replaced whole with force
+    compress(create_model("lenet300"), [{"type": "evaluate"}], out=out, force=True, overrides=FAST, quiet=True)
+    assert not (out / "old.txt").exists() and (out / "model.safetensors").is_file() and (out / ".torchslim-output").is_file()
 
 
 class _Boom(BaseModel):
