@@ -55,6 +55,10 @@ class TrainingError(TorchSlimError, RuntimeError):
     """Training cannot go on (non-finite loss, incompatible resume)."""
 
 
+class ModelError(TorchSlimError, ValueError):
+    """The model itself cannot be used: NaN or infinite weights, say."""
+
+
 class OutputExistsError(TorchSlimError, FileExistsError):
     """An output path exists and ``force`` was not given."""
 

@@ -99,3 +99,25 @@ def avoid_fused_paths(model: nn.Module, swapped: Iterable[str]) -> list[str]:
             m.register_forward_pre_hook(_no_op_hook)
         off.append(name or "<root>")
     return off
+
+
+def check_finite(model: nn.Module, verb: str) -> None:
+    """Raise :class:`~torchslim.errors.ModelError` naming every float parameter or buffer that holds
+    NaN or infinite values: every verb refuses such a model before work, instead of returning
+    "7% accuracy" or a quantization scale of NaN."""
+    import torch
+
+    from torchslim.errors import ModelError
+
+    if not isinstance(model, nn.Module):
+        return
+    bad = []
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            bad.append(f"{name} ({int((~torch.isfinite(t)).sum())} of {t.numel()})")
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise ModelError(
+            f"{verb}: the model holds NaN or infinite values in {', '.join(bad[:5])}{more}; it is broken (a diverged "
+            "training run or a corrupt file): reload or retrain it"
+        )

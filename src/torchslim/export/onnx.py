@@ -28,6 +28,7 @@ from torchslim.export.cnn import float_proxy, rewrite_static, static_specs
 from torchslim.export.qdq import QuantLinearSpec, rewrite_quantized
 from torchslim.io import atomic_path
 from torchslim.modes import unfused_attention
+from torchslim.surgery import check_finite
 
 
 class ExportConfig(StrictConfig):
@@ -166,6 +167,7 @@ def export_onnx(
         raise ConfigError(f"ONNX output must end in .onnx, got {path.name}")
     if path.exists() and not force:
         raise OutputExistsError(f"{path} already exists; choose another output or pass force=True (--force)")
+    check_finite(model, "export")
     if example is None:
         example = default_example(model, architecture)
     names, args, is_tokens = _as_inputs(example)

@@ -17,6 +17,7 @@ from torchslim.measure.macs import count_macs
 from torchslim.measure.metrics import check_metric, compute_metric
 from torchslim.measure.size import count_params, file_size, sparsity
 from torchslim.modes import kept_mode
+from torchslim.surgery import check_finite
 
 
 def evaluate(
@@ -64,6 +65,7 @@ def evaluate(
         data = load_dataset(dataset, split, data_dir=data_dir)
     if latency_runs < 1:
         raise ConfigError(f"latency_runs must be >= 1, got {latency_runs}")
+    check_finite(model, "evaluate")
     check_metric(metric, reference)
     d = as_data(data, input_fn=input_fn, target_fn=target_fn)
     with kept_mode(model, reference):

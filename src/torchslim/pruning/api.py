@@ -20,6 +20,7 @@ from torchslim.pruning.config import (
 from torchslim.pruning.schedule import prune_gradual, prune_iterative
 from torchslim.pruning.structured import prune_structured
 from torchslim.pruning.unstructured import prune_unstructured
+from torchslim.surgery import check_finite
 
 
 # ----------------------------------------------------------------------------- method handlers
@@ -86,6 +87,7 @@ def prune(
             f"{type(config).__name__} needs calibration data: pass calib_data= (ImageData, tensor or batches of representative inputs)"
         )
     check_not_quantized(model)
+    check_finite(model, "prune")
     call = MethodCall(targets=targets, calib_data=calib_data, train_data=train_data, val_data=val_data,
                       teacher=teacher, quiet=quiet)  # fmt: skip
     return method.handler(model, config, call)

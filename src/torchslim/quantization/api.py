@@ -29,7 +29,7 @@ from torchslim.quantization.config import (
 from torchslim.quantization.modules import Int8DynamicLinear, WeightOnlyLinear
 from torchslim.quantization.static import Precision, quantize_static
 from torchslim.quantization.static_modules import QConv2d, QLinear
-from torchslim.surgery import avoid_fused_paths, weight_read_by_parent
+from torchslim.surgery import avoid_fused_paths, check_finite, weight_read_by_parent
 from torchslim.targets import resolve_targets
 
 _QUANT_TYPES = (Int8DynamicLinear, WeightOnlyLinear, QConv2d, QLinear)
@@ -77,6 +77,7 @@ def quantize(
     if not isinstance(model, nn.Module):
         raise ConfigError(f"quantize() needs an nn.Module, got {type(model).__name__}")
     check_not_quantized(model)
+    check_finite(model, "quantize")
     report = Report("quantize", method.name)
     if not method.accepts_targets and targets:
         raise ConfigError(

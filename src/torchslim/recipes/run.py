@@ -19,6 +19,7 @@ from torchslim.modes import kept_mode
 from torchslim.recipes.context import StepContext
 from torchslim.recipes.measure import histograms, measure_stage, weights_by_layer
 from torchslim.recipes.recipe import Recipe, load_recipe
+from torchslim.surgery import check_finite
 
 ARTIFACT = "model.safetensors"
 
@@ -104,6 +105,7 @@ def compress(
         from torchslim.io import check_out_dir
 
         check_out_dir(out, force=force, inputs=[p for p in (recipe, data, data_dir) if isinstance(p, str | Path)])
+    check_finite(model, "compress")
     recipe = load_recipe(recipe, overrides)
     _check_targets(model, recipe)
     metric = recipe.settings.metric if metric is None else metric

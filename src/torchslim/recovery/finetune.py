@@ -17,6 +17,7 @@ from torchslim.data.protocol import as_data
 from torchslim.errors import ConfigError
 from torchslim.layer_report import Report
 from torchslim.modes import kept_mode
+from torchslim.surgery import check_finite
 from torchslim.training.config import TrainConfig
 from torchslim.training.loop import Callback, TrainResult, fit
 
@@ -116,6 +117,9 @@ def finetune(
     1
     """
     config = config or FinetuneConfig()
+    check_finite(model, "finetune")
+    if teacher is not None:
+        check_finite(teacher, "finetune (teacher)")
     if (train_data is None) != (val_data is None):
         raise ConfigError("pass both train_data and val_data (the best epoch is chosen on val_data), or neither")
     if train_data is None:
