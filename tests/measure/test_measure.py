@@ -122,3 +122,17 @@ def test_reuse_freed_memory_stops_page_faults_on_large_blocks():
     for _ in range(5):
         one_round()
     assert resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before < 500
+
+
+def test_quantized_layers_count_the_weights_they_stand_for():
+    from torchslim.quantization import DynamicInt8Config, StaticInt8Config, WeightOnlyConfig, quantize
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
+    dense = count_params(m)
+    assert dense["params"] == 64 * 32 + 32 + 32 * 10 + 10
+    for config, kept in ((StaticInt8Config(), 0.99), (DynamicInt8Config(), 0.99), (WeightOnlyConfig(bits=4, group_size=32), 0.9)):
+        q, _ = quantize(m, config, calib_data=[torch.randn(16, 64)])
+        got = count_params(q)
+        assert got["params"] == dense["params"]  # not 0: integer buffers stand for the float weights
+        assert kept * dense["params"] <= got["nonzero_params"] < dense["params"]  # some weights round to 0

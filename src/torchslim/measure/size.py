@@ -13,6 +13,14 @@ def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     # Under pruning reparametrisation the effective weight is the attribute, not weight_orig.
     out = {}
     for mname, m in model.named_modules():
+        deq = getattr(m, "dequantized_weight", None)
+        if callable(deq):  # a quantized layer: its integer weight (a buffer) stands for a float one
+            prefix = f"{mname}." if mname else ""
+            out[prefix + "weight"] = deq()
+            bias = getattr(m, "bias", None)
+            if isinstance(bias, torch.Tensor):
+                out[prefix + "bias"] = bias
+            continue
         for pname, p in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
             if pname.endswith("_orig") and hasattr(m, pname[: -len("_orig")]):
                 pname = pname[: -len("_orig")]
