@@ -125,7 +125,12 @@ def test_reuse_freed_memory_stops_page_faults_on_large_blocks():
 
 
 def test_quantized_layers_count_the_weights_they_stand_for():
-    from torchslim.quantization import DynamicInt8Config, StaticInt8Config, WeightOnlyConfig, quantize
+    from torchslim.quantization import (
+        DynamicInt8Config,
+        StaticInt8Config,
+        WeightOnlyConfig,
+        quantize,
+    )
 
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
