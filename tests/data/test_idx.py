@@ -61,3 +61,22 @@ def test_md5_detects_a_flipped_byte(tmp_path: Path):
 def test_missing_data_says_how_to_get_it(tmp_path: Path):
     with pytest.raises(DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
         fashion_mnist.load_arrays(tmp_path)
+
+
+def test_gzip_bomb_is_refused_while_inflating(tmp_path: Path):
+    from torchslim.data.idx import gunzip_capped
+
+    payload = bytes(20_000)
+    raw = gzip.compress(payload)
+    assert gunzip_capped(raw, "ok.gz", limit=20_000) == payload
+    with pytest.raises(DataError, match=r"bomb.gz inflates past .* gzip bomb"):
+        gunzip_capped(raw, "bomb.gz", limit=19_999)
+    with pytest.raises(DataError, match="truncated gzip"):
+        gunzip_capped(raw[: len(raw) // 2], "cut.gz")
+    # Through the Fashion-MNIST check: a file whose MD5 fails is inflated with the cap too.
+    big = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    big.write_bytes(gzip.compress(bytes(300 * 2**20), compresslevel=1))
+    from torchslim.data.fashion_mnist import verify
+
+    with pytest.raises(DataError, match="inflates past 256 MiB"):
+        verify(big)

@@ -7,7 +7,6 @@ real online path (Zalando's published URLs); tests and benchmarks never call it.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from torchslim.data.idx import read_idx
+from torchslim.data.idx import gunzip_capped, read_idx
 from torchslim.errors import DataError, DataNotFoundError
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -82,9 +81,9 @@ def verify(path: Path) -> None:
     if hashlib.md5(raw).hexdigest() == PUBLISHED_MD5[path.name]:
         return
     try:
-        payload = gzip.decompress(raw)
-    except Exception as exc:  # noqa: BLE001 - any decompression failure means a corrupt file
-        raise DataError(f"{path} is corrupt (not valid gzip: {exc}); {HOW_TO_GET}") from exc
+        payload = gunzip_capped(raw, str(path))
+    except DataError as exc:
+        raise DataError(f"{exc}; {HOW_TO_GET}") from exc
     if hashlib.md5(payload).hexdigest() != PAYLOAD_MD5[path.name]:
         raise DataError(
             f"{path} fails its MD5 check (neither the published .gz sum nor the known IDX payload "
