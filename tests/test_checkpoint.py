@@ -147,3 +147,49 @@ def test_non_tensor_state_without_codec_is_a_typed_error(tmp_path: Path):
     m = nn.Sequential(nn.Linear(4, 4), WithExtra(4, 2))
     with pytest.raises(CheckpointError, match=r"layer 1 \(WithExtra\) holds '1._extra_state', a dict rather than a tensor"):
         save_checkpoint(m, tmp_path / "x.safetensors")
+
+
+def _rewrite_header(path: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    raw = path.read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    meta = json.loads(header["__metadata__"]["torchslim"])
+    edit(meta)
+    save_file(load_file(str(path)), str(path), metadata={"torchslim": json.dumps(meta)})
+
+
+def test_header_that_lies_about_shapes_is_refused_before_allocating(tmp_path: Path):
+    import tracemalloc
+
+    from torchslim.quantization import DynamicInt8Config, quantize
+
+    q, _ = quantize(create_model("lenet300"), DynamicInt8Config())
+    path = save_checkpoint(q, tmp_path / "q.safetensors", architecture="lenet300")
+
+    def huge(meta):
+        fc1 = next(s for s in meta["structure"] if s["name"] == "fc1")
+        fc1["config"].update(in_features=20000, out_features=20000)
+
+    _rewrite_header(path, huge)
+    tracemalloc.start()
+    with pytest.raises(CheckpointError, match=r"gives fc1.weight_int8 the shape \[20000, 20000\] but the file's tensor is \[300, 784\]"):
+        load_checkpoint(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20  # a 400 MB int8 weight was never allocated
+
+    pruned = torch.nn.Linear(64, 16)
+
+    def bigger_mask_shape(meta):
+        for enc in meta["encodings"].values():
+            enc["shape"] = [100000, 100000]
+
+    with torch.no_grad():
+        pruned.weight[:, :48] = 0  # sparse enough to be stored as a bitmask
+    p2 = save_checkpoint(nn.Sequential(pruned), tmp_path / "s.safetensors", sparse=True)
+    _, meta = read_checkpoint(p2)
+    assert meta["encodings"]  # stored sparse
+    _rewrite_header(p2, bigger_mask_shape)
+    with pytest.raises(CheckpointError, match="needs 10000000000 mask bits, the file holds"):
+        read_checkpoint(p2)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import platform
 from collections import OrderedDict
 from collections.abc import Callable
@@ -244,13 +245,43 @@ def _resize(m: nn.Module, spec: dict[str, Any]) -> None:
             m._buffers[k] = new
 
 
-def apply_structure(model: nn.Module, structure: list[dict[str, Any]]) -> None:
+def _check_sizes(name: str, shapes: dict[str, list[int]], tensors: dict[str, torch.Tensor] | None) -> None:
+    """Before a module is built or resized: the shapes the header claims must be those of the
+    tensors the file holds (a 1 MB file whose header claims ``Linear(20000, 20000)`` must not
+    allocate 1.6 GB first)."""
+    if tensors is None:
+        return
+    stored = sum(t.numel() for t in tensors.values())
+    for k, shape in shapes.items():
+        t = tensors.get(f"{name}.{k}" if name else k)
+        n = math.prod(shape)
+        if (t is not None and list(t.shape) != list(shape)) or (t is None and n > stored):
+            got = "absent" if t is None else list(t.shape)
+            raise CheckpointError(f"the header gives {name}.{k} the shape {list(shape)} but the file's tensor is {got}; "
+                                  "the file is corrupt or was edited")  # fmt: skip
+
+
+def _claimed_shapes(codec: ModuleCodec, config: Any) -> dict[str, list[int]]:
+    """The tensor shapes the module ``codec`` builds from ``config`` would have, built on the meta
+    device (no memory); empty when the codec cannot be probed that way."""
+    try:
+        with torch.device("meta"):
+            probe = codec.from_config(config)
+        return {k: list(v.shape) for k, v in probe.state_dict().items() if isinstance(v, torch.Tensor)}
+    except Exception:  # noqa: BLE001 - a codec that cannot build on meta is checked after loading instead
+        return {}
+
+
+def apply_structure(model: nn.Module, structure: list[dict[str, Any]], tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Rebuild the modules ``structure`` records; with the file's ``tensors``, every claimed shape
+    is checked against them before anything is allocated."""
     for spec in structure:
         try:
             target = model.get_submodule(spec["name"])
         except AttributeError as exc:
             raise CheckpointError(f"checkpoint names module {spec['name']!r}, which this architecture lacks") from exc
         if spec["kind"] == _SHAPES:
+            _check_sizes(spec["name"], spec["shapes"], tensors)
             _resize(target, spec)
             continue
         codec = _CODECS_BY_KIND.get(spec["kind"])
@@ -262,6 +293,8 @@ def apply_structure(model: nn.Module, structure: list[dict[str, Any]]) -> None:
                 f"checkpoint needs module kind {spec['kind']!r} for {spec['name']}, which this torchslim "
                 f"{__version__} does not know; upgrade torchslim"
             )
+        if tensors is not None and codec.set_state is None:
+            _check_sizes(spec["name"], _claimed_shapes(codec, spec["config"]), tensors)
         _set_module(model, spec["name"], codec.from_config(spec["config"]))
     # A rebuilt quantized Linear inside a torch Transformer layer has no float weight for its fused path.
     avoid_fused_paths(model, [s["name"] for s in structure if s["kind"] != _SHAPES])
@@ -309,7 +342,10 @@ def decode_tensor(name: str, tensors: dict[str, torch.Tensor], enc: dict[str, An
         raise CheckpointError(f"unknown tensor encoding {enc['kind']!r} for {name}")
     shape = tuple(enc["shape"])
     n = int(np.prod(shape)) if shape else 1
-    bits = np.unpackbits(tensors[f"{name}::mask"].numpy())[:n].astype(bool)
+    mask = tensors[f"{name}::mask"]
+    if n > mask.numel() * 8:  # before allocating: the header's shape must fit the stored bitmask
+        raise CheckpointError(f"{name}: the header's shape {list(shape)} needs {n} mask bits, the file holds {mask.numel() * 8}")
+    bits = np.unpackbits(mask.numpy())[:n].astype(bool)
     values = tensors[f"{name}::values"]
     if int(bits.sum()) != values.numel():
         raise CheckpointError(f"{name}: bitmask has {int(bits.sum())} ones but {values.numel()} values are stored")
@@ -551,7 +587,7 @@ def load_checkpoint(path: str | Path, *, model: nn.Module | None = None) -> tupl
     else:
         raise CheckpointError(f"{path} stores a model of an unregistered architecture; pass model= to load it into (CLI: --model pkg.module:factory@{path})")
     _strip_masks(model)
-    apply_structure(model, meta.get("structure", []))
+    apply_structure(model, meta.get("structure", []), tensors)
     codecs = meta.get("model_codecs", {})
     model = _restore_model_codecs(model, codecs, str(path))
     _load_state(model, tensors, str(path))
