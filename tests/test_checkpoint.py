@@ -193,3 +193,29 @@ def test_header_that_lies_about_shapes_is_refused_before_allocating(tmp_path: Pa
     _rewrite_header(p2, bigger_mask_shape)
     with pytest.raises(CheckpointError, match="needs 10000000000 mask bits, the file holds"):
         read_checkpoint(p2)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda m: m.update(format_version="abc"), "field 'format_version' is invalid"),
+        (lambda m: m.update(architecture=["lenet300"]), "field 'architecture' is invalid"),
+        (lambda m: m["structure"].append({"name": "fc1"}), "field 'structure.0.kind' is invalid"),
+        (lambda m: m.update(format="other"), "is not a torchslim checkpoint"),
+        (lambda m: m.update(format_version=99), "has format v99"),
+        (lambda m: m["architecture"]["config"].update(num_classes=-5), "cannot be built with config"),
+    ],
+)
+def test_header_fields_are_validated_before_use(tmp_path: Path, edit, message):
+    path = save_checkpoint(create_model("lenet300"), tmp_path / "m.safetensors", architecture="lenet300")
+    _rewrite_header(path, edit)
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_header_that_is_not_json_is_a_checkpoint_error(tmp_path: Path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "x.safetensors"), metadata={"torchslim": "{not json"})
+    with pytest.raises(CheckpointError, match="metadata is not JSON"):
+        load_checkpoint(tmp_path / "x.safetensors")

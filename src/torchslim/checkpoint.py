@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -50,6 +51,56 @@ from torchslim.surgery import avoid_fused_paths
 
 FORMAT = "torchslim-checkpoint"
 FORMAT_VERSION = 1
+
+
+class _StructureEntry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str
+    kind: str
+    config: dict[str, Any] = Field(default_factory=dict)
+    shapes: dict[str, list[NonNegativeInt]] = Field(default_factory=dict)
+    attrs: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Encoding(BaseModel):
+    kind: str
+    shape: list[NonNegativeInt]
+    dtype: str = "float32"
+
+
+class _Architecture(BaseModel):
+    name: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class _Header(BaseModel):
+    """The schema of the JSON header: checked before any of it is used."""
+
+    model_config = ConfigDict(extra="allow")
+    format: str
+    format_version: int = Field(ge=1)
+    architecture: _Architecture = Field(default_factory=_Architecture)
+    structure: list[_StructureEntry] = Field(default_factory=list)
+    model_codecs: dict[str, Any] = Field(default_factory=dict)
+    encodings: dict[str, _Encoding] = Field(default_factory=dict)
+
+
+def _parse_header(text: Any, path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: its torchslim metadata is not JSON ({exc}); the file is corrupt") from exc
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a torchslim checkpoint (its metadata names no format {FORMAT!r})")
+    try:
+        header = _Header.model_validate(raw)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        where = ".".join(str(x) for x in e["loc"])
+        raise CheckpointError(f"{path}: its metadata field {where!r} is invalid ({e['msg']}); the file is corrupt or was edited") from None
+    if header.format_version > FORMAT_VERSION:
+        raise CheckpointError(f"{path} has format v{header.format_version}; this torchslim {__version__} reads v{FORMAT_VERSION}: upgrade torchslim")
+    return raw  # validated; kept as stored (the loader reads optional fields with defaults)
 
 
 # ----------------------------------------------------------------------------- module codecs
@@ -229,10 +280,10 @@ def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
 def _resize(m: nn.Module, spec: dict[str, Any]) -> None:
     """Give ``m``'s own tensors the recorded shapes (values come from the checkpoint next)."""
     tensors = {**m._parameters, **m._buffers}
-    diff = {k: s for k, s in spec["shapes"].items() if (t := tensors.get(k)) is not None and list(t.shape) != s}
+    diff = {k: s for k, s in spec.get("shapes", {}).items() if (t := tensors.get(k)) is not None and list(t.shape) != s}
     if not diff:
         return
-    changed = sorted(k for k, v in spec["attrs"].items() if _attrs(m).get(k, v) != v)
+    changed = sorted(k for k, v in spec.get("attrs", {}).items() if _attrs(m).get(k, v) != v)
     if changed:
         raise _no_codec(spec["name"], m, f"was saved with resized tensors {sorted(diff)} and attributes {changed}")
     for k, shape in diff.items():
@@ -281,7 +332,7 @@ def apply_structure(model: nn.Module, structure: list[dict[str, Any]], tensors: 
         except AttributeError as exc:
             raise CheckpointError(f"checkpoint names module {spec['name']!r}, which this architecture lacks") from exc
         if spec["kind"] == _SHAPES:
-            _check_sizes(spec["name"], spec["shapes"], tensors)
+            _check_sizes(spec["name"], spec.get("shapes", {}), tensors)
             _resize(target, spec)
             continue
         codec = _CODECS_BY_KIND.get(spec["kind"])
@@ -294,8 +345,8 @@ def apply_structure(model: nn.Module, structure: list[dict[str, Any]], tensors: 
                 f"{__version__} does not know; upgrade torchslim"
             )
         if tensors is not None and codec.set_state is None:
-            _check_sizes(spec["name"], _claimed_shapes(codec, spec["config"]), tensors)
-        _set_module(model, spec["name"], codec.from_config(spec["config"]))
+            _check_sizes(spec["name"], _claimed_shapes(codec, spec.get("config", {})), tensors)
+        _set_module(model, spec["name"], codec.from_config(spec.get("config", {})))
     # A rebuilt quantized Linear inside a torch Transformer layer has no float weight for its fused path.
     avoid_fused_paths(model, [s["name"] for s in structure if s["kind"] != _SHAPES])
 
@@ -505,10 +556,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     meta_s = header.get("__metadata__", {}).get("torchslim")
     if meta_s is None:
         raise CheckpointError(f"{path} is a safetensors file but not a torchslim checkpoint (no torchslim metadata)")
-    meta = json.loads(meta_s)
-    if meta.get("format") != FORMAT or int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} has format {meta.get('format')} v{meta.get('format_version')}; upgrade torchslim")
+    meta = _parse_header(meta_s, path)
     for name, enc in meta.get("encodings", {}).items():
+        if f"{name}::mask" not in tensors or f"{name}::values" not in tensors:
+            raise CheckpointError(f"{path}: {name} is stored sparse but its mask or values tensor is missing; the file is corrupt")
         tensors[name] = decode_tensor(name, tensors, enc)
         tensors.pop(f"{name}::mask", None)
         tensors.pop(f"{name}::values", None)
@@ -583,7 +634,13 @@ def load_checkpoint(path: str | Path, *, model: nn.Module | None = None) -> tupl
     elif arch.get("name"):
         from torchslim.models import create_model
 
-        model = create_model(arch["name"], **arch.get("config", {}))
+        try:
+            model = create_model(arch["name"], **arch.get("config", {}))
+        except (TypeError, ValueError, RuntimeError) as exc:  # a config the model's constructor refuses
+            if isinstance(exc, CheckpointError):
+                raise
+            raise CheckpointError(f"{path}: architecture {arch['name']!r} cannot be built with config {arch.get('config')} "
+                                  f"({type(exc).__name__}: {exc}); the file is corrupt or was edited") from exc  # fmt: skip
     else:
         raise CheckpointError(f"{path} stores a model of an unregistered architecture; pass model= to load it into (CLI: --model pkg.module:factory@{path})")
     _strip_masks(model)
