@@ -181,3 +181,11 @@ def test_swin_t_exports(tmp_path):
     m = torchvision.models.swin_t(weights=None).eval()
     r = export_onnx(m, tmp_path / "swin.onnx", example=torch.randn(1, 3, 64, 64), config=ExportConfig(dynamic_batch=False))
     assert r.max_abs_diff < 1e-4
+
+
+def test_export_leaves_the_callers_model_in_its_mode(tmp_path):
+    m = create_model("lenet300").train()
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    r = export_onnx(m, tmp_path / "m.onnx", architecture="lenet300")
+    assert m.training and r.max_abs_diff < 1e-4
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())

@@ -27,7 +27,7 @@ from torchslim.errors import CompatibilityError, ConfigError, DataError, OutputE
 from torchslim.export.cnn import float_proxy, rewrite_static, static_specs
 from torchslim.export.qdq import QuantLinearSpec, rewrite_quantized
 from torchslim.io import atomic_path
-from torchslim.modes import unfused_attention
+from torchslim.modes import kept_mode, unfused_attention
 from torchslim.surgery import check_finite
 
 
@@ -217,8 +217,9 @@ def export_onnx(
         )  # fmt: skip
         if config.check:
             sess = ort_session(tmp, optimize=config.optimize)
-            with torch.no_grad():
-                ref = _first(model.eval()(**dict(zip(names, args, strict=True))) if is_tokens else model.eval()(*args))
+            with torch.no_grad(), kept_mode(model):  # the caller's model keeps its train/eval mode
+                model.eval()
+                ref = _first(model(**dict(zip(names, args, strict=True))) if is_tokens else model(*args))
             got = sess.run(None, {n: t.numpy() for n, t in zip(names, args, strict=True)})[0]
             if got.shape != tuple(ref.shape):
                 raise CompatibilityError(f"ONNX Runtime output shape {got.shape} differs from PyTorch {tuple(ref.shape)}")
