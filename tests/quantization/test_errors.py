@@ -89,7 +89,9 @@ def test_not_a_config_and_user_model_untouched(lenet5, calib):
 
 
 def test_reduce_range_none_is_refused_without_vnni(lenet5, calib):
-    has_vnni = bool(getattr(torch.cpu, "_is_vnni_supported", lambda: False)())
+    from torchslim.quantization import modules as qmodules
+
+    has_vnni = qmodules._has_vnni()  # the CPU's kind, or TORCHSLIM_INT8_ISA=avx2's
     if has_vnni:
         q, _ = quantize(lenet5, StaticInt8Config(reduce_range="none"), calib_data=calib)
         assert int(q.conv1.weight_int8.abs().max()) == 127

@@ -15,10 +15,11 @@ from torchslim.errors import ConfigError
 from torchslim.measure import accuracy
 from torchslim.models import create_model
 from torchslim.quantization import QConv2d, QLinear, StaticInt8Config, quantize
+from torchslim.quantization import modules as qmodules
 from torchslim.quantization.graph import fold_batchnorm, make_plan, trace
 from torchslim.quantization.static_modules import QTensor
 
-HAS_VNNI = bool(getattr(torch.cpu, "_is_vnni_supported", lambda: False)())
+HAS_VNNI = qmodules._has_vnni()  # the CPU's kind, or TORCHSLIM_INT8_ISA=avx2's
 
 
 def _agree(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
