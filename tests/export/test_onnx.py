@@ -8,6 +8,7 @@ import torch
 from torchslim.errors import (
     CompatibilityError,
     ConfigError,
+    DataError,
     MissingDependencyError,
     OutputExistsError,
 )
@@ -189,3 +190,23 @@ def test_export_leaves_the_callers_model_in_its_mode(tmp_path):
     r = export_onnx(m, tmp_path / "m.onnx", architecture="lenet300")
     assert m.training and r.max_abs_diff < 1e-4
     assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+
+def test_a_forward_that_takes_a_dict_exports(tmp_path):
+    class DictNet(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3)
+            self.fc = torch.nn.Linear(4 + 2, 3)
+
+        def forward(self, batch):
+            h = self.conv(batch["image"]).mean((2, 3))
+            return self.fc(torch.cat([h, batch["aux"]], 1))
+
+    torch.manual_seed(0)
+    m = DictNet().eval()
+    ex = ({"image": torch.randn(2, 1, 8, 8), "aux": torch.randn(2, 2)},)
+    r = export_onnx(m, tmp_path / "d.onnx", example=ex)
+    assert r.inputs == ["image", "aux"] and r.max_abs_diff < 1e-5
+    with pytest.raises(DataError, match=r"got tuple of \['Tensor', 'str'\]"):
+        export_onnx(m, tmp_path / "e.onnx", example=(torch.zeros(1), "x"))

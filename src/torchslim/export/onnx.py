@@ -70,15 +70,19 @@ class ExportResult:
 
 
 class _HiddenStateOnly(nn.Module):
-    """Wraps a Hugging Face encoder so ONNX gets ``(input_ids, attention_mask) -> last_hidden_state``."""
+    """Wraps a model that takes named tensors so ONNX gets one input per tensor and the first
+    output: a Hugging Face encoder's ``(input_ids, attention_mask) -> last_hidden_state``, or
+    (``as_dict``) a model whose ``forward`` takes one dict argument."""
 
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
+    def __init__(self, model: nn.Module, names: list[str], as_dict: bool = False) -> None:
         super().__init__()
         self.model = model
         self.names = names
+        self.as_dict = as_dict
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
-        out = self.model(**dict(zip(self.names, args, strict=True)))
+        named = dict(zip(self.names, args, strict=True))
+        out = self.model(named) if self.as_dict else self.model(**named)
         return out if isinstance(out, torch.Tensor) else out[0]
 
 
@@ -120,7 +124,11 @@ def _as_inputs(example: Any) -> tuple[list[str], tuple[torch.Tensor, ...], bool]
         return names, tuple(example[k] for k in names), True
     if isinstance(example, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in example):
         return [f"input_{i}" for i in range(len(example))], tuple(example), False
-    raise DataError(f"example must be a tensor, a tuple of tensors or a dict of tensors, got {type(example).__name__}")
+    kinds = [type(t).__name__ for t in example] if isinstance(example, (tuple, list)) else []
+    raise DataError(
+        f"example must be a tensor, a tuple of tensors, a dict of tensors (keyword arguments) or a tuple holding one "
+        f"dict of tensors (a forward that takes a dict); got {type(example).__name__}{' of ' + str(kinds) if kinds else ''}"
+    )
 
 
 def default_example(model: nn.Module, architecture: str | None = None) -> Any:
@@ -170,13 +178,14 @@ def export_onnx(
     check_finite(model, "export")
     if example is None:
         example = default_example(model, architecture)
-    names, args, is_tokens = _as_inputs(example)
+    dict_arg = isinstance(example, (tuple, list)) and len(example) == 1 and isinstance(example[0], Mapping)
+    names, args, is_tokens = _as_inputs(example[0] if dict_arg else example)
     specs = quant_specs(model)
     if any(s.scale.dim() == 2 for s in specs.values()) and config.opset < 21:
         raise ConfigError(f"group-wise quantized weights need ONNX opset 21 (blocked DequantizeLinear); got opset={config.opset}")
     cnn_specs = static_specs(model)  # static INT8 QConv2d / QLinear (torchslim.export.cnn)
     proxy = float_proxy(_float_proxy(model, specs), cnn_specs).eval()
-    wrapped = (_HiddenStateOnly(proxy, names) if is_tokens else proxy).eval()
+    wrapped = (_HiddenStateOnly(proxy, names, as_dict=dict_arg) if is_tokens else proxy).eval()
     axes: dict[str, dict[int, str]] = {}
     for n, t in zip(names, args, strict=True):
         ax = {}
@@ -219,7 +228,8 @@ def export_onnx(
             sess = ort_session(tmp, optimize=config.optimize)
             with torch.no_grad(), kept_mode(model):  # the caller's model keeps its train/eval mode
                 model.eval()
-                ref = _first(model(**dict(zip(names, args, strict=True))) if is_tokens else model(*args))
+                named = dict(zip(names, args, strict=True))
+                ref = _first((model(named) if dict_arg else model(**named)) if is_tokens else model(*args))
             got = sess.run(None, {n: t.numpy() for n, t in zip(names, args, strict=True)})[0]
             if got.shape != tuple(ref.shape):
                 raise CompatibilityError(f"ONNX Runtime output shape {got.shape} differs from PyTorch {tuple(ref.shape)}")
