@@ -136,7 +136,9 @@ def test_quantized_layers_count_the_weights_they_stand_for():
     m = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)).eval()
     dense = count_params(m)
     assert dense["params"] == 64 * 32 + 32 + 32 * 10 + 10
-    for config, kept in ((StaticInt8Config(), 0.99), (DynamicInt8Config(), 0.99), (WeightOnlyConfig(bits=4, group_size=32), 0.9)):
+    # A uniform-ish weight rounds to 0 when |w| < max|w| / (2 * qmax): ~1/127 of them with 8 bits,
+    # ~1/63 with the 7-bit weights of CPUs without VNNI, ~1/15 with INT4.
+    for config, kept in ((StaticInt8Config(), 0.97), (DynamicInt8Config(), 0.97), (WeightOnlyConfig(bits=4, group_size=32), 0.85)):
         q, _ = quantize(m, config, calib_data=[torch.randn(16, 64)])
         got = count_params(q)
         assert got["params"] == dense["params"]  # not 0: integer buffers stand for the float weights
