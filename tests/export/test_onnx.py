@@ -205,8 +205,8 @@ def test_a_forward_that_takes_a_dict_exports(tmp_path):
 
     torch.manual_seed(0)
     m = DictNet().eval()
-    ex = ({"image": torch.randn(2, 1, 8, 8), "aux": torch.randn(2, 2)},)
+    ex = ({"image": torch.randn(2, 1, 8, 8), "aux": torch.randn(2, 2), "label": torch.zeros(2).long()},)
     r = export_onnx(m, tmp_path / "d.onnx", example=ex)
-    assert r.inputs == ["image", "aux"] and r.max_abs_diff < 1e-5
+    assert r.inputs == ["image", "aux"] and r.max_abs_diff < 1e-5  # the unused label is no ONNX input
     with pytest.raises(DataError, match=r"got tuple of \['Tensor', 'str'\]"):
         export_onnx(m, tmp_path / "e.onnx", example=(torch.zeros(1), "x"))

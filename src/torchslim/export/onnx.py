@@ -221,7 +221,7 @@ def export_onnx(
         onnx.checker.check_model(proto)
         onnx.save(proto, str(tmp))
         result = ExportResult(
-            path=path, size_bytes=0, inputs=names, outputs=["output"], quantized_layers=found,
+            path=path, size_bytes=0, inputs=[i.name for i in proto.graph.input], outputs=["output"], quantized_layers=found,
             ops=_op_counts(proto),
         )  # fmt: skip
         if config.check:
@@ -230,7 +230,8 @@ def export_onnx(
                 model.eval()
                 named = dict(zip(names, args, strict=True))
                 ref = _first((model(named) if dict_arg else model(**named)) if is_tokens else model(*args))
-            got = sess.run(None, {n: t.numpy() for n, t in zip(names, args, strict=True)})[0]
+            used = {i.name for i in sess.get_inputs()}  # the exporter drops inputs the model ignores (a label)
+            got = sess.run(None, {n: t.numpy() for n, t in zip(names, args, strict=True) if n in used})[0]
             if got.shape != tuple(ref.shape):
                 raise CompatibilityError(f"ONNX Runtime output shape {got.shape} differs from PyTorch {tuple(ref.shape)}")
             diff = np.abs(got - ref.float().numpy())
