@@ -204,6 +204,12 @@ def qat_section(ctx: Ctx, epochs: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _vnni() -> bool:
+    from torchslim.quantization import modules as qmodules
+
+    return qmodules._has_vnni()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections of {SECTIONS}")
@@ -235,8 +241,9 @@ def main() -> None:
     notes = (
         "Fashion-MNIST test set (10k), cached FP32 baselines, 2 threads, batch 64, each quantized model timed "
         "interleaved with its FP32 model. Static INT8 runs oneDNN integer kernels (u8 activations, s8 weights, "
-        "fused ReLU and residual add) and stores int8 weights; weights use 7 bits of the int8 range because this "
-        "CPU has no AVX-512 VNNI (see StaticInt8Config.reduce_range)."
+        "fused ReLU and residual add) and stores int8 weights; "
+        + ("weights and activations use 8 bits (this CPU has AVX-512 VNNI; reduce_range='auto')." if _vnni() else
+           "weights use 7 bits of the int8 range because this CPU has no AVX-512 VNNI (reduce_range='auto').")
     )
     write_results("quantization", rows, notes=notes, columns=COLUMNS + ["speedup_vs_seed", "qat_train_s", "warnings"],
                   extra={"cpu_capability": torch.backends.cpu.get_cpu_capability()})  # fmt: skip
