@@ -23,6 +23,14 @@ _TMP_TAG = "torchslim-"
 
 
 def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` alone must set
+    it to read it, a window in which another thread's new files would get mode 0666)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
