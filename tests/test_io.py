@@ -42,3 +42,10 @@ def test_stale_temporaries_of_the_same_output_are_removed(tmp_path):
     assert not stale_file.exists() and not stale_dir.exists()
     assert all(p.read_text() == "user's" for p in mine)  # other outputs' and users' files stay
     assert (tmp_path / "m.safetensors").read_bytes() == b"new" and (tmp_path / "out" / "f.txt").exists()
+
+
+def test_inputs_that_are_not_paths_are_skipped(tmp_path):
+    from torchslim.io import check_out_dir
+
+    recipe_text = "steps:\n" + "  - type: evaluate\n" * 400  # YAML text, longer than any file name
+    assert check_out_dir(tmp_path / "out", inputs=[recipe_text, "fashion-mnist", None]) == tmp_path / "out"

@@ -91,8 +91,11 @@ def check_out_dir(path: str | Path, *, force: bool = False, inputs: Iterable[str
     for inp in inputs:
         if not inp:
             continue
-        src = Path(inp)
-        if not src.exists():
+        try:  # an input may be YAML text or a name, not a path (too long for one: OSError)
+            src = Path(inp)
+            if not src.exists():
+                continue
+        except (OSError, ValueError):
             continue
         src = src.resolve()
         if src == full or full in src.parents or src in full.parents:
