@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo test lint bench-% clean
+.PHONY: install data demo test lint bench-% reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: install
 # `make bench-quantization` runs benchmarks/bench_quantization.py -> benchmarks/results/quantization.json
 bench-%: install
 	$(PY) benchmarks/bench_$(subst -,_,$*).py
+
+# `make reliability`: several hundred bad inputs against the CLI and the API -> benchmarks/results/reliability.json
+reliability: install
+	$(PY) benchmarks/bench_reliability.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache

@@ -88,7 +88,7 @@ class _Header(BaseModel):
 def _parse_header(text: Any, path: Path) -> dict[str, Any]:
     try:
         raw = json.loads(text)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: brackets nested 100,000 deep
         raise CheckpointError(f"{path}: its torchslim metadata is not JSON ({exc}); the file is corrupt") from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a torchslim checkpoint (its metadata names no format {FORMAT!r})")
@@ -551,7 +551,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         tensors = st_load(raw)
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8 : 8 + header_len])
-    except (SafetensorError, ValueError, OSError) as exc:
+    except (SafetensorError, ValueError, OSError, RecursionError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt") from exc
     meta_s = header.get("__metadata__", {}).get("torchslim")
     if meta_s is None:
@@ -576,9 +576,16 @@ def check_state_matches(model: nn.Module, tensors: dict[str, torch.Tensor], sour
         for k in own
         if k in tensors and tuple(own[k].shape) != tuple(tensors[k].shape)
     ]
-    if missing or unexpected or shapes:
+    # An integer or boolean tensor where the model holds floats would be cast silently by load_state_dict.
+    kinds = [
+        f"{k} (checkpoint {str(tensors[k].dtype).removeprefix('torch.')}, model {str(own[k].dtype).removeprefix('torch.')})"
+        for k in own
+        if k in tensors and own[k].is_floating_point() and not tensors[k].is_floating_point()
+    ]
+    if missing or unexpected or shapes or kinds:
         parts = []
-        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes),
+                             ("integer or boolean data for float tensors", kinds)):  # fmt: skip
             if items:
                 more = f" and {len(items) - 5} more" if len(items) > 5 else ""
                 parts.append(f"{label}: {', '.join(items[:5])}{more}")

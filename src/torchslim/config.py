@@ -35,7 +35,8 @@ _DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("torchslim_config_d
 class StrictConfig(BaseModel):
     """Unknown keys are errors; invalid values raise :class:`ConfigError`, not pydantic's error."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN or infinity in a number field (a learning rate, a sparsity) is always a mistake.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     def __init__(self, **data: Any) -> None:
         # A config nested in another is built inside the outer one's validation: there pydantic's

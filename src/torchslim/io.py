@@ -45,6 +45,23 @@ def _clean_stale(path: Path) -> None:
             old.unlink(missing_ok=True)
 
 
+def clean_stale_in(folder: str | Path) -> list[Path]:
+    """Remove every temporary that a killed torchslim run left in ``folder`` (``.NAME.torchslim-XXXX.tmp``:
+    only names torchslim itself creates), e.g. a run folder's ``best.safetensors`` that was being written.
+    Returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for old in folder.glob(f".*.{_TMP_TAG}*.tmp"):
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
+        removed.append(old)
+    return removed
+
+
 def glob_escape(name: str) -> str:
     """``name`` with glob metacharacters escaped."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)

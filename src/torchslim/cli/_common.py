@@ -62,7 +62,30 @@ def metric_arg(args: argparse.Namespace) -> Any:
     from torchslim.sources import import_factory
 
     m = getattr(args, "metric", "accuracy")
-    return m if m is None or m in BUILTIN or ":" not in m else import_factory(m, "metric")
+    if m is None or m in BUILTIN or ":" not in m:
+        return m
+    fn = import_factory(m, "metric")
+    _check_metric_signature(fn, m)
+    return fn
+
+
+def _check_metric_signature(fn: Any, spec: str) -> None:
+    """A metric is called as ``fn(output, target)``: refuse, before any work, one that cannot take that."""
+    import inspect
+
+    from torchslim.errors import ConfigError
+
+    if not callable(fn):
+        raise ConfigError(f"--metric {spec} is a {type(fn).__name__}, not a function; give pkg.module:fn taking (output, target)")
+    if hasattr(fn, "update") and hasattr(fn, "compute"):  # a torchmetrics metric object
+        return
+    try:
+        inspect.signature(fn).bind(None, None)
+    except TypeError as exc:
+        raise ConfigError(f"--metric {spec} cannot be called as {spec.split(':')[-1]}(output, target) ({exc}); "
+                          "give a function of (output, target) that returns one number") from None  # fmt: skip
+    except ValueError:  # a builtin without a signature: it is tried when called
+        pass
 
 
 def print_table(title: str, columns: list[str], rows: list[list[Any]]) -> None:

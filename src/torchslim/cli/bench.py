@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+MAX_BATCH = 1 << 16  # a batch of random inputs this large already takes gigabytes for a 224x224 model
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="latency/throughput at batch sizes; --compare for a side-by-side ratio")
@@ -35,15 +37,14 @@ def run(args: argparse.Namespace) -> int:
     from torchslim.data.protocol import ModelInput, first_input
     from torchslim.errors import ConfigError
     from torchslim.io import write_json
-    from torchslim.measure.latency import compare_latency, measure_latency, peak_rss_mb
+    from torchslim.measure.latency import check_runs, compare_latency, measure_latency, peak_rss_mb
     from torchslim.models import get_entry
     from torchslim.quantization import timed_runtime
 
     for b in args.batch:
-        if b < 1:
-            raise ConfigError(f"--batch sizes must be >= 1, got {b}")
-    if args.runs < 1 or args.warmup < 0:
-        raise ConfigError(f"--runs must be >= 1 and --warmup >= 0, got {args.runs} and {args.warmup}")
+        if not 1 <= b <= MAX_BATCH:
+            raise ConfigError(f"--batch sizes must be 1 to {MAX_BATCH:,}, got {b}")
+    check_runs(args.runs, args.warmup, what="--runs")
     json_out = side_out(args.json_out, args.force, inputs=[args.model, args.compare, args.dataset])
     model, meta = load_model_arg(args.model)
     if args.dataset is not None:

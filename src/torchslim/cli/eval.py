@@ -33,13 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from torchslim.cli._common import data_arg, metric_arg, side_out
-    from torchslim.errors import ConfigError
     from torchslim.io import write_json
     from torchslim.measure.evaluate import evaluate
+    from torchslim.measure.latency import check_runs
     from torchslim.quantization import timed_runtime
 
-    if args.runs < 1:
-        raise ConfigError(f"--runs must be >= 1, got {args.runs}")
+    check_runs(args.runs, what="--runs")
     metric = metric_arg(args)
     json_out = side_out(args.json_out, args.force, inputs=[args.checkpoint, args.reference, args.dataset])
     model, meta = load_model_arg(args.checkpoint)

@@ -28,6 +28,10 @@ def overrides(args: argparse.Namespace) -> dict:
     keys = ["epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "seed", "max_steps",
             "early_stopping_patience", "checkpoint_every_steps"]  # fmt: skip
     out = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    if out.get("epochs") == 0:
+        from torchslim.errors import ConfigError
+
+        raise ConfigError("--epochs 0 trains nothing and would write an untrained model; give 1 or more (or leave it out)")
     if args.no_augment:
         out["augment"] = False
     return out

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from torchslim.data.protocol import as_data
 from torchslim.errors import ConfigError
-from torchslim.measure.latency import measure_latency, peak_rss_mb
+from torchslim.measure.latency import check_runs, measure_latency, peak_rss_mb
 from torchslim.measure.macs import count_macs
 from torchslim.measure.metrics import check_metric, compute_metric
 from torchslim.measure.size import count_params, file_size, sparsity
@@ -57,14 +57,13 @@ def evaluate(
     >>> r["params"], r["macs"], r["samples"]
     (266610, 266200, 300)
     """
+    check_runs(latency_runs, what="latency_runs")
     if data is None:
         if dataset is None:
             raise ConfigError("evaluate() needs data: a DataLoader / iterable of batches, or dataset=<built-in name>")
         from torchslim.data.datasets import load_dataset
 
         data = load_dataset(dataset, split, data_dir=data_dir)
-    if latency_runs < 1:
-        raise ConfigError(f"latency_runs must be >= 1, got {latency_runs}")
     check_finite(model, "evaluate")
     check_metric(metric, reference)
     d = as_data(data, input_fn=input_fn, target_fn=target_fn)

@@ -58,6 +58,25 @@ def _stats(times: list[float], batch: int) -> LatencyStats:
     return LatencyStats(statistics.median(times) * 1e3, q[0] * 1e3, q[-1] * 1e3, len(times), batch)
 
 
+MAX_RUNS = 100_000  # timed runs (or warm-up runs) per batch size; more is a typo that would run for hours
+
+
+def check_runs(runs: int, warmup: int = 0, *, what: str = "runs") -> None:
+    """Refuse run counts outside 1..MAX_RUNS (warm-up: 0..MAX_RUNS) before any timing starts.
+
+    >>> check_runs(0)
+    Traceback (most recent call last):
+    ...
+    torchslim.errors.ConfigError: runs must be 1 to 100,000, got 0
+    """
+    from torchslim.errors import ConfigError
+
+    if isinstance(runs, bool) or not isinstance(runs, int) or not 1 <= runs <= MAX_RUNS:
+        raise ConfigError(f"{what} must be 1 to {MAX_RUNS:,}, got {runs!r}")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup <= MAX_RUNS:
+        raise ConfigError(f"warm-up runs must be 0 to {MAX_RUNS:,}, got {warmup!r}")
+
+
 def _batch_of(example: Any) -> int:
     from torchslim.data.protocol import ModelInput
 
@@ -70,6 +89,7 @@ def measure_latency(
     fn: Callable[..., Any], example: Any, *, warmup: int = 10, runs: int = 50, threads: int | None = 2
 ) -> LatencyStats:
     """Median and spread of ``fn(example)`` wall time (``fn`` is a model or any callable)."""
+    check_runs(runs, warmup)
     call = _as_callable(fn, example)
     with num_threads(threads):
         for _ in range(warmup):
@@ -97,6 +117,7 @@ def compare_latency(
 
     A ratio above 1 means ``b`` is faster.
     """
+    check_runs(runs, warmup)
     ca = _as_callable(fn_a, example)
     cb = _as_callable(fn_b, example if example_b is None else example_b)
     ta: list[float] = []

@@ -18,7 +18,7 @@ from torchslim.errors import ConfigError
 from torchslim.layer_report import Report
 from torchslim.modes import kept_mode
 from torchslim.surgery import check_finite
-from torchslim.training.config import TrainConfig
+from torchslim.training.config import MAX_EPOCHS, TrainConfig
 from torchslim.training.loop import Callback, TrainResult, fit
 
 
@@ -33,7 +33,7 @@ class FinetuneConfig(TrainConfig):
                                 "or fashion-mnist when finetune() is called without data")
     data_dir: str | None = None
     lr: float = Field(0.01, gt=0)
-    epochs: int = Field(5, ge=0)
+    epochs: int = Field(5, ge=0, le=MAX_EPOCHS)
     keep_sparsity: bool = Field(True, description="weights that are exactly zero at the start stay zero")
 
 

@@ -8,6 +8,12 @@ from pydantic import Field, model_validator
 
 from torchslim.config import StrictConfig
 
+# Bounds that no real run reaches; beyond them a typo (an extra zero) would run for ever or
+# allocate a batch the machine cannot hold.
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 20
+MAX_STEPS = 10**9
+
 
 class DistillConfig(StrictConfig):
     """Knowledge distillation from the uncompressed teacher (Hinton et al., 2015).
@@ -29,8 +35,8 @@ class DistillConfig(StrictConfig):
 class TrainConfig(StrictConfig):
     """Hyper-parameters of one training / fine-tuning run. ``batch_size`` is the global batch."""
 
-    epochs: int = Field(10, ge=0)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(10, ge=0, le=MAX_EPOCHS)
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH)
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = Field(0.05, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
@@ -41,11 +47,11 @@ class TrainConfig(StrictConfig):
     warmup_epochs: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     augment: bool = True
-    seed: int = 0
-    early_stopping_patience: int | None = Field(None, ge=1, description="epochs without val gain before stopping")
-    checkpoint_every_steps: int = Field(200, ge=1, description="resumable checkpoint interval (steps)")
+    seed: int = Field(0, ge=0, le=2**63 - 1, description="torch / numpy seed (0 to 2**63 - 1)")
+    early_stopping_patience: int | None = Field(None, ge=1, le=MAX_EPOCHS, description="epochs without val gain before stopping")
+    checkpoint_every_steps: int = Field(200, ge=1, le=MAX_STEPS, description="resumable checkpoint interval (steps)")
     distill: DistillConfig | None = None
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps (smoke runs)")
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="stop after this many optimizer steps (smoke runs)")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

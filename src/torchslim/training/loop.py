@@ -45,7 +45,7 @@ from torchslim.errors import (
     TrainingError,
     suggest,
 )
-from torchslim.io import atomic_path
+from torchslim.io import atomic_path, clean_stale_in
 from torchslim.training.config import TrainConfig
 
 
@@ -325,6 +325,8 @@ def fit(
     torch.manual_seed(config.seed)
     run_dir = Path(run_dir) if run_dir is not None else None
     last_path = run_dir / "last.safetensors" if run_dir else None
+    if run_dir is not None and rank == 0:
+        clean_stale_in(run_dir)  # a killed run's half-written best/last.safetensors
     fp = _fingerprint(model, config, fingerprint_extra)
 
     core = model

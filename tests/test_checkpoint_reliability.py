@@ -1,0 +1,42 @@
+"""Issue 19: checkpoints whose metadata nests without end, or whose tensors have the wrong kind of
+dtype, are CheckpointErrors (RecursionError and a silent int-to-float cast before)."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load, save
+
+from torchslim.checkpoint import load_checkpoint, save_checkpoint
+from torchslim.errors import CheckpointError
+from torchslim.models import create_model
+
+
+def _rewrite(path: Path, *, meta: str | None = None, tensors: dict | None = None) -> Path:
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    t = load(raw)
+    t.update(tensors or {})
+    out = path.with_name("edited.safetensors")
+    out.write_bytes(save(t, metadata={"torchslim": meta if meta is not None else header["__metadata__"]["torchslim"]}))
+    return out
+
+
+def test_metadata_nested_100000_deep_is_a_checkpoint_error(tmp_path: Path):
+    ck = save_checkpoint(create_model("lenet300"), tmp_path / "m.safetensors", architecture="lenet300")
+    deep = '{"format": "torchslim-checkpoint", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    with pytest.raises(CheckpointError, match="its torchslim metadata is not JSON .*the file is corrupt"):
+        load_checkpoint(_rewrite(ck, meta=deep))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_integer_or_boolean_data_for_a_float_weight_is_refused(tmp_path: Path, dtype: torch.dtype):
+    ck = save_checkpoint(create_model("lenet300"), tmp_path / "m.safetensors", architecture="lenet300")
+    bad = _rewrite(ck, tensors={"fc1.weight": torch.zeros(300, 784, dtype=dtype)})
+    name = str(dtype).removeprefix("torch.")
+    with pytest.raises(CheckpointError, match=rf"integer or boolean data for float tensors: fc1.weight \(checkpoint {name}, model float32\)"):
+        load_checkpoint(bad)
+    model, _ = load_checkpoint(ck)  # the untouched file still loads
+    assert model.fc1.weight.dtype == torch.float32
