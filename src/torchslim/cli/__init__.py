@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import torch
 
+    from torchslim.cli._common import reset_claims
+
+    reset_claims()
     torch.set_num_threads(args.threads)
     previous = signal.getsignal(signal.SIGTERM)
     with_handler = previous in (signal.SIG_DFL, None) and threading.current_thread() is threading.main_thread()

@@ -105,36 +105,104 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def checkpoint_out(path: str, force: bool, inputs: list[str | None] | None = None) -> Path:
-    """``--out`` as a ``.safetensors`` path, refused if it exists and ``--force`` was not given, and
-    always refused when it (or its ``.json`` sidecar) is one of the command's ``inputs``."""
+# Outputs the running command has claimed (--out, its sidecar, --json...), so that no two of them are one file.
+_CLAIMED: list[Path] = []
+
+
+def reset_claims() -> None:
+    """Forget the outputs claimed so far (each CLI command starts with none)."""
+    _CLAIMED.clear()
+
+
+def _same(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (whether or not it exists yet)."""
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
+def _label(flag: str, p: Path) -> str:
+    return f"{flag} {p}" if flag else str(p)
+
+
+def _is_folder_spec(path: str) -> bool:
+    return path.endswith(("/", "\\")) or Path(path).name in ("", ".", "..") or Path(path).is_dir()
+
+
+def _check_writable(p: Path, flag: str) -> None:
+    """Refuse, before any work, an output whose folder cannot be written (``/proc/r.json``): it would
+    fail only after the model was written."""
+    import os
+    import tempfile
+
+    from torchslim.errors import ConfigError
+
+    folder = p.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # atomic writes create the missing folders below this one
+    if not folder.is_dir():
+        raise ConfigError(f"{_label(flag, p)}: {folder} is a file, not a folder; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".torchslim-probe-", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ConfigError(f"{_label(flag, p)}: cannot write in {folder} ({exc.strerror}); choose a folder you can write") from None
+
+
+def _check_claims(p: Path, flag: str, inputs: list[str | None]) -> None:
     from torchslim.errors import OutputExistsError
 
+    for inp in inputs:
+        if inp and _same(p, inp):
+            raise OutputExistsError(f"{_label(flag, p)} would overwrite the input {inp}; choose another path")
+    for c in _CLAIMED:
+        if _same(p, c):
+            raise OutputExistsError(f"{_label(flag, p)} is also where this command writes another output; give each output its own path")
+
+
+def checkpoint_out(path: str, force: bool, inputs: list[str | None] | None = None) -> Path:
+    """``--out`` as a ``.safetensors`` path (a name without a suffix gets one), checked before any work:
+    refused if it or its ``.json`` sidecar is one of the command's ``inputs`` (even with ``--force``), a
+    folder, another kind of file, exists without ``--force``, or lies in a folder that cannot be written."""
+    from torchslim.errors import ConfigError, OutputExistsError
+
+    if _is_folder_spec(path):
+        raise ConfigError(f"--out {path} is a folder; give a file name such as {Path(path) / 'model.safetensors'}")
     out = Path(path)
-    if out.suffix != ".safetensors":
-        out = out.with_suffix(".safetensors")
+    if out.suffix not in ("", ".safetensors"):
+        raise ConfigError(f"--out {path}: a checkpoint is a .safetensors file (a .json sidecar goes beside it); "
+                          f"name it {out.with_suffix('.safetensors')}")  # fmt: skip
+    out = out.with_suffix(".safetensors")
     sidecar = out.with_suffix(".json")
-    for inp in inputs or []:
-        if inp and Path(inp).exists() and any(p.exists() and p.resolve() == Path(inp).resolve() for p in (out, sidecar)):
-            raise OutputExistsError(f"--out {out} would overwrite the input {inp}; choose another --out")
+    for p in (out, sidecar):
+        _check_claims(p, "--out", inputs or [])
+        if p.is_dir():
+            raise ConfigError(f"--out {out}: {p} is a folder; choose another name")
     for p in (out, sidecar):
         if p.exists() and not force:
             raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
+    _check_writable(out, "--out")
+    _CLAIMED.extend((out, sidecar))
     return out
 
 
 def side_out(path: str | None, force: bool, inputs: list[str | None]) -> Path | None:
-    """A side output such as ``--report-json``, checked like ``--out`` before any work starts."""
-    from torchslim.errors import OutputExistsError
+    """A side output such as ``--report-json``, checked like ``--out`` before any work starts (and
+    refused where another output of the same command goes)."""
+    from torchslim.errors import ConfigError, OutputExistsError
 
     if path is None:
         return None
+    if _is_folder_spec(path):
+        raise ConfigError(f"{path} is a folder; give a file name such as {Path(path) / 'report.json'}")
     p = Path(path)
-    for inp in inputs:
-        if inp and Path(inp).exists() and p.exists() and p.resolve() == Path(inp).resolve():
-            raise OutputExistsError(f"{p} would overwrite the input {inp}; choose another path")
+    _check_claims(p, "", inputs)
     if p.exists() and not force:
         raise OutputExistsError(f"{p} exists; pass --force to overwrite it")
+    _check_writable(p, "")
+    _CLAIMED.append(p)
     return p
 
 
