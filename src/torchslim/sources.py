@@ -138,16 +138,28 @@ def _image_folder(root: Path, split: str, seed: int = 0) -> Any:
         raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) in class sub-folders")
     from PIL import Image
 
-    with Image.open(first) as im:
-        gray = im.mode in ("L", "1", "I;16", "I")
-        size = (im.height, im.width)
+    try:
+        with Image.open(first) as im:
+            gray = im.mode in ("L", "1", "I;16", "I")
+            size = (im.height, im.width)
+    except OSError as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise DataError(f"{first} is not a readable image ({exc}); remove or replace it") from exc
+
+    def load(p: str) -> Any:
+        """torchvision's loader, with an unreadable image named as a DataError instead of PIL's error."""
+        try:
+            with open(p, "rb") as f, Image.open(f) as im:
+                return im.convert("RGB")
+        except OSError as exc:
+            raise DataError(f"{p} is not a readable image ({exc}); remove or replace it") from exc
+
     tf = transforms.Compose([
         transforms.Grayscale(1) if gray else transforms.Lambda(lambda im: im.convert("RGB")),
         transforms.Resize(size),
         transforms.ToTensor(),
     ])  # fmt: skip
     try:
-        ds = datasets.ImageFolder(str(folder), transform=tf)
+        ds = datasets.ImageFolder(str(folder), transform=tf, loader=load)
     except (FileNotFoundError, OSError) as exc:
         raise DataError(f"{folder}: {exc}; put images in one sub-folder per class") from exc
     if has_splits:
