@@ -147,14 +147,13 @@ def build(method: str, base: nn.Module, tok: Any, calib: list[Any], work: Path, 
             fn(**x32)  # compile outside the timed loop
         return {"fn": fn, "size_bytes": size, "calib_wall_s": None}
     if method in ("torchslim-int8", "torchslim-int8-pytorch", "torchslim-int8-compiled"):
-        from torchslim.quantization import compile_int8
-        from torchslim.transformers.int8 import EncoderInt8Config, quantize_encoder_int8
+        from torchslim.quantization import SmoothQuantConfig, compile_int8, quantize_smoothquant
 
         kind = "ort" if method == "torchslim-int8" else "pytorch"  # the eager and compiled runtimes share a model
         if kind not in _QUANTIZED:
             targets = INT8_TARGETS if kind == "ort" else INT8_TARGETS_PYTORCH
             t0 = time.perf_counter()
-            q, rep = quantize_encoder_int8(base, calib, EncoderInt8Config(keep_float=INT8_KEEP_FLOAT, **INT8), targets=targets)
+            q, rep = quantize_smoothquant(base, calib, SmoothQuantConfig(keep_float=INT8_KEEP_FLOAT, **INT8), targets=targets)
             _QUANTIZED[kind] = (q, rep, time.perf_counter() - t0)
         q, rep, wall = _QUANTIZED[kind]
         ck = save_checkpoint(q, work / f"ts_int8_{kind}.safetensors", architecture="minilm")
@@ -172,10 +171,10 @@ def build(method: str, base: nn.Module, tok: Any, calib: list[Any], work: Path, 
         return {"fn": OrtEncoder(onnx_path, threads=THREADS), "size_bytes": onnx_path.stat().st_size, "calib_wall_s": wall,
                 "report": rep, "export_max_abs_diff": res.max_abs_diff, "checkpoint_bytes": ck.stat().st_size}  # fmt: skip
     if method == "torchslim-int4-gptq-weight-only":
-        from torchslim.transformers.gptq import GPTQConfig, quantize_encoder_gptq
+        from torchslim.quantization import GPTQConfig, quantize_gptq
 
         t0 = time.perf_counter()
-        q, rep = quantize_encoder_gptq(base, calib, GPTQConfig(bits=4, group_size=32))
+        q, rep = quantize_gptq(base, calib, GPTQConfig(bits=4, group_size=32))
         wall = time.perf_counter() - t0
         ck = save_checkpoint(q, work / "ts_int4.safetensors", architecture="minilm")
         return {"fn": q, "size_bytes": ck.stat().st_size, "calib_wall_s": wall, "report": rep}
@@ -220,7 +219,7 @@ def round_robin(fns: dict[str, Any], x: dict[str, torch.Tensor], runs: int, warm
 def memory_probe(method: str, n_calib: int) -> None:
     """Child process: build one method, run one batch, print the peak RSS as JSON."""
     from torchslim.measure import peak_rss_mb
-    from torchslim.transformers.calibrate import calibration_batches
+    from torchslim.transformers import calibration_batches
     from torchslim.transformers.corpus import load_sentences
     from torchslim.transformers.embed import latency_inputs
 
@@ -238,9 +237,9 @@ def memory_probe(method: str, n_calib: int) -> None:
 def gptq_memory_probe(which: str, n_calib: int) -> None:
     """Child process: GPTQ in place, layer by layer; report model size and peak RSS."""
     from torchslim.measure import peak_rss_mb
-    from torchslim.transformers.calibrate import calibration_batches
+    from torchslim.quantization import GPTQConfig, quantize_gptq
+    from torchslim.transformers import calibration_batches
     from torchslim.transformers.corpus import load_sentences
-    from torchslim.transformers.gptq import GPTQConfig, quantize_encoder_gptq
 
     setup()
     if which == "minilm":
@@ -257,7 +256,7 @@ def gptq_memory_probe(which: str, n_calib: int) -> None:
     calib = calibration_batches(tok, load_sentences(n_calib))
     before = peak_rss_mb()
     t0 = time.perf_counter()
-    _, rep = quantize_encoder_gptq(model, calib, GPTQConfig(), inplace=True)
+    _, rep = quantize_gptq(model, calib, GPTQConfig(), inplace=True)
     print(json.dumps({
         "model": which, "params": params, "fp32_model_mb": params * 4 / 2**20, "rss_before_calibration_mb": before,
         "peak_rss_mb": peak_rss_mb(), "calibration_sentences": n_calib, "calib_wall_s": time.perf_counter() - t0,
@@ -295,10 +294,10 @@ def int8_sweep(a: argparse.Namespace) -> None:
     """Quality of each INT8_SWEEP variant (ONNX Runtime, as torchslim-int8 runs); no timings."""
     from torchslim.export import ExportConfig, OrtEncoder, export_onnx
     from torchslim.measure import embedding_fidelity
-    from torchslim.transformers.calibrate import calibration_batches
+    from torchslim.quantization import SmoothQuantConfig, quantize_smoothquant
+    from torchslim.transformers import calibration_batches
     from torchslim.transformers.corpus import load_sentences
     from torchslim.transformers.embed import encode, latency_inputs
-    from torchslim.transformers.int8 import EncoderInt8Config, quantize_encoder_int8
 
     setup()
     base, tok = _minilm()
@@ -311,7 +310,7 @@ def int8_sweep(a: argparse.Namespace) -> None:
         for name, (changes, targets) in INT8_SWEEP.items():
             print(f"sweep: {name} ...", flush=True)
             t0 = time.perf_counter()
-            q, _ = quantize_encoder_int8(base, calib, EncoderInt8Config(**{**INT8, **changes}), targets=targets)
+            q, _ = quantize_smoothquant(base, calib, SmoothQuantConfig(**{**INT8, **changes}), targets=targets)
             wall = time.perf_counter() - t0
             path = Path(d) / "sweep.onnx"
             export_onnx(q, path, example=x32, config=ExportConfig(opset=17), force=True)
@@ -348,7 +347,7 @@ def main() -> None:
         return gptq_memory_probe(a.gptq_probe, a.calib)
 
     from torchslim.measure import embedding_fidelity, reuse_freed_memory
-    from torchslim.transformers.calibrate import calibration_batches
+    from torchslim.transformers import calibration_batches
     from torchslim.transformers.corpus import load_sentences
     from torchslim.transformers.embed import encode, latency_inputs
 

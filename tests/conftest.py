@@ -33,3 +33,33 @@ def train_tiny(digits):
         return model.eval()
 
     return train
+
+
+# A tiny BERT and real sentences: the transformer-method tests in quantization/, pruning/, export/
+# and transformers/ share them.
+@pytest.fixture(scope="session")
+def tok():
+    from torchslim.transformers.testing import tiny_tokenizer
+
+    return tiny_tokenizer()
+
+
+@pytest.fixture()
+def bert():
+    from torchslim.transformers.testing import tiny_bert
+
+    return tiny_bert()
+
+
+@pytest.fixture(scope="session")
+def sentences():
+    from torchslim.transformers.corpus import load_sentences
+
+    return load_sentences(96)
+
+
+@pytest.fixture(scope="session")
+def bert_calib(tok, sentences):
+    from torchslim.transformers import calibration_batches
+
+    return calibration_batches(tok, sentences[:64], batch_size=32)

@@ -55,7 +55,7 @@ ON_FLOAT_WEIGHTS: Mapping[str, str] = {
 CODEC_HOMES: Mapping[str, str] = {
     **dict.fromkeys(
         ("int8_dynamic_linear", "weight_only_linear", "seed_dynamic_linear", "qconv2d", "qlinear", "identity", "cast",
-         "int8_needs_vnni"),
+         "int8_needs_vnni", "smoothed_linear"),
         "torchslim.quantization",
     ),
     **dict.fromkeys(
@@ -65,7 +65,6 @@ CODEC_HOMES: Mapping[str, str] = {
         "torchslim.pruning",
     ),  # fmt: skip
     **dict.fromkeys(("shared-linear", "shared-conv2d", "coded-linear", "coded-conv2d"), "torchslim.compression"),
-    "smoothed_linear": "torchslim.transformers.modules",
 }
 
 

@@ -190,7 +190,7 @@ def _sentences(path: Path, split: str, tokenizer: Any, batch_size: int) -> Any:
         raise ConfigError(f"{path} is a sentences file: it needs a tokenizer, so give a Hugging Face folder as the model")
     half = max(1, len(lines) // 2) if len(lines) > 1 else 1
     part = lines[:half] if split == "train" else lines[half:] or lines
-    from torchslim.transformers.calibrate import calibration_batches
+    from torchslim.transformers.embed import calibration_batches
 
     # Plain dicts of the model's keyword arguments: the data protocol's batch form for encoders.
     return [b.as_kwargs() for b in calibration_batches(tokenizer, part, batch_size=batch_size)]

@@ -14,10 +14,14 @@ from torchslim.errors import (
 )
 from torchslim.export import ExportConfig, OrtEncoder, export_onnx, ort_session
 from torchslim.models import create_model
-from torchslim.quantization import Int8DynamicLinear, WeightOnlyLinear
-from torchslim.transformers.calibrate import calibration_batches
-from torchslim.transformers.gptq import quantize_encoder_gptq
-from torchslim.transformers.int8 import EncoderInt8Config, quantize_encoder_int8
+from torchslim.quantization import (
+    Int8DynamicLinear,
+    SmoothQuantConfig,
+    WeightOnlyLinear,
+    quantize_gptq,
+    quantize_smoothquant,
+)
+from torchslim.transformers import calibration_batches
 from torchslim.transformers.testing import tiny_bert, tiny_tokenizer
 
 
@@ -61,7 +65,7 @@ def test_fp32_encoder_matches_pytorch_at_other_shapes(tmp_path, calib):
     ("per_token", "integer", "MatMulInteger", 4),
 ])  # fmt: skip
 def test_int8_encoder_exports_integer_ops(tmp_path, calib, activation, form, op, matmuls):
-    q, _ = quantize_encoder_int8(tiny_bert(), calib, EncoderInt8Config(activation=activation))
+    q, _ = quantize_smoothquant(tiny_bert(), calib, SmoothQuantConfig(activation=activation))
     r = export_onnx(q, tmp_path / "q.onnx", example=calib[0].as_kwargs(), config=ExportConfig(per_token_form=form))
     assert r.ops.get(op, 0) == 12 and r.ops.get("MatMul", 0) == matmuls
     assert set(r.quantized_layers.values()) == {"dynamic-token" if activation == "per_token" else "dynamic-tensor"}
@@ -74,7 +78,7 @@ def test_int8_encoder_exports_integer_ops(tmp_path, calib, activation, form, op,
 
 
 def test_int4_weight_only_exports_blocked_qdq(tmp_path, calib):
-    q, _ = quantize_encoder_gptq(tiny_bert(), calib)
+    q, _ = quantize_gptq(tiny_bert(), calib)
     with pytest.raises(ConfigError, match="opset 21"):
         export_onnx(q, tmp_path / "q4.onnx", example=calib[0].as_kwargs())
     r = export_onnx(q, tmp_path / "q4.onnx", example=calib[0].as_kwargs(), config=ExportConfig(opset=21))
@@ -92,7 +96,7 @@ def test_plain_quantized_linears_export(tmp_path):
 
 
 def test_bound_violation_writes_nothing(tmp_path, calib):
-    q, _ = quantize_encoder_int8(tiny_bert(), calib, EncoderInt8Config(activation="per_tensor"))
+    q, _ = quantize_smoothquant(tiny_bert(), calib, SmoothQuantConfig(activation="per_tensor"))
     with pytest.raises(CompatibilityError, match="nothing was written"):
         export_onnx(q, tmp_path / "q.onnx", example=calib[0].as_kwargs(), config=ExportConfig(max_abs_diff=1e-9))
     assert list(tmp_path.iterdir()) == []
@@ -118,7 +122,7 @@ def test_onnxruntime_not_installed(tmp_path, monkeypatch):
 
 
 def test_static_int8_exports_quantize_linear(tmp_path, calib):
-    q, _ = quantize_encoder_int8(tiny_bert(), calib, EncoderInt8Config(activation="static"))
+    q, _ = quantize_smoothquant(tiny_bert(), calib, SmoothQuantConfig(activation="static"))
     r = export_onnx(q, tmp_path / "s.onnx", example=calib[0].as_kwargs())
     assert r.ops["QuantizeLinear"] == 12 and set(r.quantized_layers.values()) == {"int8 MatMul -> float"}
     assert r.max_abs_diff < 0.05 * np.abs(_ref(q, calib[0].as_kwargs())).max()

@@ -2,14 +2,15 @@ import pytest
 import torch
 
 from torchslim.errors import CheckpointError, DataError
-from torchslim.transformers.embed import encode, latency_inputs, load_tokenizer, mean_pool, tokenize
+from torchslim.measure.metrics import pooled_embedding
+from torchslim.transformers.embed import encode, latency_inputs, load_tokenizer, tokenize
 from torchslim.transformers.testing import save_tiny_bert
 
 
-def test_mean_pool_ignores_padding():
+def test_pooled_embedding_ignores_padding():
     h = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [100.0, 100.0]]])
     m = torch.tensor([[1, 1, 0]])
-    assert mean_pool(h, m).tolist() == [[2.0, 2.0]]
+    assert pooled_embedding(h, m).tolist() == [[2.0, 2.0]]
 
 
 def test_encode_matches_manual_pooling_and_batching(bert, tok, sentences):
@@ -19,7 +20,7 @@ def test_encode_matches_manual_pooling_and_batching(bert, tok, sentences):
     b = tokenize(tok, sentences[:10])
     with torch.no_grad():
         h = bert(**b.as_kwargs()).last_hidden_state
-    manual = torch.nn.functional.normalize(mean_pool(h, b.attention_mask), dim=1)
+    manual = torch.nn.functional.normalize(pooled_embedding(h, b.attention_mask), dim=1)
     assert torch.allclose(e, manual, atol=1e-5)
 
 

@@ -7,28 +7,28 @@ from torchslim.checkpoint import load_checkpoint, save_checkpoint
 from torchslim.export import OrtEncoder, export_onnx
 from torchslim.measure import embedding_fidelity
 from torchslim.models.transformers import minilm_dir
+from torchslim.quantization import quantize_smoothquant
 from torchslim.transformers import (
     calibration_batches,
     encode,
     load_encoder,
     load_sentences,
-    quantize_encoder_int8,
 )
 
 
 @pytest.mark.slow
 def test_minilm_int8_keeps_embeddings_round_trips_and_exports(tmp_path):
     model, tok = load_encoder(minilm_dir())
-    calib = calibration_batches(tok, load_sentences(64))
+    bert_calib = calibration_batches(tok, load_sentences(64))
     sentences = load_sentences(64, offset=512)
-    q, rep = quantize_encoder_int8(model, calib)
+    q, rep = quantize_smoothquant(model, bert_calib)
     assert rep.summary["quantized"] == 37  # every Linear in the 6 blocks plus the pooler (BertModel.forward calls it)
     ref = encode(model, tok, sentences)
     fid = embedding_fidelity(ref, encode(q, tok, sentences))
     assert fid["mean_cos"] >= 0.99 and fid["min_cos"] >= 0.97
     path = save_checkpoint(q, tmp_path / "q.safetensors")
     loaded, _ = load_checkpoint(path, model=model)
-    x = calib[0].as_kwargs()
+    x = bert_calib[0].as_kwargs()
     with torch.no_grad():
         assert torch.equal(q(**x).last_hidden_state, loaded(**x).last_hidden_state)
     r = export_onnx(q, tmp_path / "q.onnx", example=x)

@@ -33,7 +33,6 @@ def _load(spec: str) -> tuple[Any, str | None]:
 
         model, _ = load_encoder(path, tokenizer=False)
         return model, None
-    import torchslim.transformers  # noqa: F401  (registers the transformer module codecs)
     from torchslim.cli._common import load_model_arg
 
     model, meta = load_model_arg(spec)

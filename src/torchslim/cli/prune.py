@@ -16,7 +16,6 @@ from typing import Any
 def method_choices() -> list[str]:
     """The registered pruning methods' names (the recipe step types)."""
     import torchslim.pruning  # noqa: F401  (its __init__ registers the methods)
-    import torchslim.transformers  # noqa: F401  (prune_heads)
     from torchslim.methods import method_names
 
     return method_names("prune")

@@ -14,7 +14,6 @@ def method_choices() -> list[str]:
     """The registered quantization methods' names (the recipe step types); ``--method`` also takes
     the dash spelling (``int8-static``)."""
     import torchslim.quantization  # noqa: F401  (its __init__ registers the methods)
-    import torchslim.transformers  # noqa: F401  (int8_smoothquant, gptq)
     from torchslim.methods import method_names
 
     return method_names("quantize")

@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from torchslim.export.qdq import QuantLinearSpec
 
-_ADAPTERS: dict[str, Callable[[Any], QuantLinearSpec]] = {}
+_ADAPTERS: dict[str, Callable[[Any], QuantLinearSpec | None]] = {}
 
 
 def _int8_dynamic(m: Any) -> QuantLinearSpec:
@@ -28,8 +29,21 @@ def _weight_only(m: Any) -> QuantLinearSpec:
     )
 
 
+def _smoothed(m: Any) -> QuantLinearSpec | None:
+    """SmoothQuant's ``inner(x * input_scale)``: the inner layer's spec with the input scale."""
+    if hasattr(m.inner, "qparams"):  # a static INT8 layer: the exporter's static path takes it
+        return None
+    spec = spec_of(m.inner)
+    if spec is None:
+        w = m.inner.weight.detach()
+        spec = QuantLinearSpec(qweight=w, scale=torch.ones(w.shape[0]), bias=m.inner.bias, float_weight=True)
+    spec.input_scale = m.input_scale
+    return spec
+
+
 _ADAPTERS["torchslim.quantization.modules.Int8DynamicLinear"] = _int8_dynamic
 _ADAPTERS["torchslim.quantization.modules.WeightOnlyLinear"] = _weight_only
+_ADAPTERS["torchslim.quantization.smoothing.SmoothedLinear"] = _smoothed
 
 
 def spec_of(module: nn.Module) -> QuantLinearSpec | None:

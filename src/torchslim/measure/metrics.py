@@ -101,8 +101,8 @@ def compute_metric(
                 raise DataError(f"output shape {tuple(o.shape)} differs from the reference's {tuple(r.shape)}")
             if metric == "fidelity":
                 mask = inp.kwargs.get("attention_mask")
-                outs.append(_embedding(o, mask))
-                refs.append(_embedding(r, mask))
+                outs.append(pooled_embedding(o, mask))
+                refs.append(pooled_embedding(r, mask))
             else:
                 err_num += float(((o - r) ** 2).sum())
                 err_den += float((r**2).sum())
@@ -146,9 +146,14 @@ def compute_metric(
     return result
 
 
-def _embedding(t: torch.Tensor, mask: Any = None) -> torch.Tensor:
+def pooled_embedding(t: torch.Tensor, mask: Any = None) -> torch.Tensor:
     """One vector per sample: token states ``[B, T, D]`` are mean-pooled over the real tokens (the
-    batch's ``attention_mask``, as sentence-transformers pool), anything else flattened."""
+    batch's ``attention_mask``, as sentence-transformers pool), anything else flattened.
+
+    >>> h = torch.tensor([[[1.0, 1.0], [3.0, 3.0], [9.0, 9.0]]])
+    >>> pooled_embedding(h, torch.tensor([[1, 1, 0]])).tolist()
+    [[2.0, 2.0]]
+    """
     if t.dim() != 3:
         return t.reshape(len(t), -1)
     if isinstance(mask, torch.Tensor) and mask.shape == t.shape[:2]:

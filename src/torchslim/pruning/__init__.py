@@ -24,6 +24,7 @@ from torchslim.pruning.codecs import _register as _register_codecs
 from torchslim.pruning.compat import global_unstructured
 from torchslim.pruning.config import (
     GradualConfig,
+    HeadPruningConfig,
     IterativeConfig,
     MagnitudeConfig,
     NMConfig,
@@ -36,6 +37,7 @@ from torchslim.pruning.config import (
 from torchslim.pruning.config import (
     PruneConfig as PruneConfig,  # base class: importable, not a recipe step
 )
+from torchslim.pruning.heads import prune_heads_and_neurons
 from torchslim.pruning.permanent import make_permanent, pruned_parameters
 from torchslim.pruning.schedule import (
     GradualPruning,
@@ -62,10 +64,11 @@ _register(NMConfig, _api.unstructured_method, SPARSE)
 _register(StructuredConfig, _api.structured_method, STRUCTURED)
 _register(GradualConfig, _api.gradual_method, SPARSE, needs={TRAINING})
 _register(IterativeConfig, _api.iterative_method, SPARSE, needs={TRAINING})
+_register(HeadPruningConfig, _api.heads_method, STRUCTURED, needs={CALIBRATION}, accepts_targets=False)
 
 __all__ = [
-    "GradualConfig", "GradualPruning", "IterativeConfig", "KeepSparsity", "MagnitudeConfig", "NMConfig",
+    "GradualConfig", "GradualPruning", "HeadPruningConfig", "IterativeConfig", "KeepSparsity", "MagnitudeConfig", "NMConfig",
     "RandomConfig", "StructuredConfig", "TaylorConfig", "WandaConfig", "config_from_dict",
     "cubic_sparsity", "global_unstructured", "make_permanent", "nm_mask", "prune", "prune_gradual", "prune_iterative",
-    "pruned_parameters",
+    "prune_heads_and_neurons", "pruned_parameters",
 ]  # fmt: skip

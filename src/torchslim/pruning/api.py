@@ -13,6 +13,7 @@ from torchslim.methods import CALIBRATION, TRAINING, MethodCall, method_for
 from torchslim.pruning._common import check_not_quantized, copy_model
 from torchslim.pruning.config import (
     GradualConfig,
+    HeadPruningConfig,
     IterativeConfig,
     PruneConfig,
     StructuredConfig,
@@ -44,6 +45,13 @@ def iterative_method(model: nn.Module, config: IterativeConfig, call: MethodCall
     new, report, _ = prune_iterative(model, config, call.train_data, call.val_data, targets=call.targets,
                                      teacher=call.teacher, quiet=call.quiet)  # fmt: skip
     return new, report
+
+
+def heads_method(model: nn.Module, config: HeadPruningConfig, call: MethodCall) -> tuple[nn.Module, Report]:
+    from torchslim.pruning.heads import prune_heads_and_neurons
+    from torchslim.quantization.calibrate import as_calibration
+
+    return prune_heads_and_neurons(model, as_calibration(call.calib_data, model), config)
 
 
 def prune(

@@ -170,6 +170,19 @@ class StructuredConfig(PruneConfig):
     calib_samples: int = Field(256, ge=1, description="samples for taylor importance")
 
 
+class HeadPruningConfig(StrictConfig):
+    """Remove whole attention heads and FFN neurons of a transformer encoder.
+
+    >>> HeadPruningConfig(head_fraction=0.25).ffn_fraction
+    0.0
+    """
+
+    method: ClassVar[str] = "prune_heads"
+
+    head_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of heads removed in every layer")
+    ffn_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of FFN neurons removed in every layer")
+
+
 class GradualConfig(StrictConfig):
     """Zhu & Gupta's (2017) gradual magnitude pruning schedule, applied during fine-tuning.
 

@@ -1,4 +1,5 @@
-"""Quantization: FP16/BF16 casts, INT8 dynamic and static, weight-only INT8/INT4, QAT.
+"""Quantization: FP16/BF16 casts, INT8 dynamic and static, weight-only INT8/INT4 (round to nearest
+or GPTQ), SmoothQuant INT8 of Linear layers (per-token / per-tensor / static activations), QAT.
 
 ``quantize(model, config, calib_data=..., targets=...) -> (model, report)``, one config class per
 method (``QuantConfig`` is their base and not a method). Integer layers store integer weights,
@@ -31,20 +32,25 @@ from torchslim.quantization.config import (
     BF16Config,
     DynamicInt8Config,
     FP16Config,
+    GPTQConfig,
     QATConfig,
     SeedDynamicConfig,
+    SmoothQuantConfig,
     StaticInt8Config,
     WeightOnlyConfig,
 )  # fmt: skip
 from torchslim.quantization.config import (
     QuantConfig as QuantConfig,
 )
+from torchslim.quantization.gptq import quantize_gptq
 from torchslim.quantization.modules import (
     Int8DynamicLinear,
     WeightOnlyLinear,
     compile_int8,
     timed_runtime,
 )
+from torchslim.quantization.smoothing import SmoothedLinear
+from torchslim.quantization.smoothquant import quantize_smoothquant
 from torchslim.quantization.static_modules import QConv2d, QLinear, QTensor
 
 
@@ -63,9 +69,12 @@ _register(SeedDynamicConfig, _api.seed_dynamic_method, accepts_targets=False)
 _register(StaticInt8Config, _api.static_int8_method, needs={CALIBRATION})
 _register(WeightOnlyConfig, _api.weight_only_method)
 _register(QATConfig, _api.qat_method, needs={CALIBRATION, TRAINING})
+_register(SmoothQuantConfig, _api.smoothquant_method, needs={CALIBRATION})
+_register(GPTQConfig, _api.gptq_method, needs={CALIBRATION})
 
 __all__ = [
-    "BF16Config", "DynamicInt8Config", "FP16Config", "Int8DynamicLinear", "QATConfig", "QConv2d", "QLinear",
-    "QTensor", "SeedDynamicConfig", "StaticInt8Config", "WeightOnlyConfig", "WeightOnlyLinear",
-    "check_not_quantized", "compile_int8", "quantize", "timed_runtime",
+    "BF16Config", "DynamicInt8Config", "FP16Config", "GPTQConfig", "Int8DynamicLinear", "QATConfig", "QConv2d",
+    "QLinear", "QTensor", "SeedDynamicConfig", "SmoothQuantConfig", "SmoothedLinear", "StaticInt8Config",
+    "WeightOnlyConfig", "WeightOnlyLinear", "check_not_quantized", "compile_int8", "quantize", "quantize_gptq",
+    "quantize_smoothquant", "timed_runtime",
 ]  # fmt: skip

@@ -20,9 +20,11 @@ from torchslim.quantization.config import (
     BF16Config,
     DynamicInt8Config,
     FP16Config,
+    GPTQConfig,
     QATConfig,
     QuantConfig,
     SeedDynamicConfig,
+    SmoothQuantConfig,
     StaticInt8Config,
     WeightOnlyConfig,
 )  # fmt: skip
@@ -91,7 +93,7 @@ def quantize(
             "DynamicInt8Config needs none"
         )
     # Read only the samples the method uses: its calibration budget, or the 256 the report's error check runs on.
-    limit = getattr(config, "max_calib_samples", None) or getattr(config, "calibration_sentences", None)
+    limit = getattr(config, "max_calib_samples", None)
     if limit is None and CALIBRATION not in method.needs:
         limit = SUMMARY_SAMPLES
     calib = None if calib_data is None else calib_inputs(calib_data, model, limit, input_fn=input_fn,
@@ -173,6 +175,21 @@ def qat_method(model: nn.Module, config: QATConfig, call: MethodCall) -> tuple[n
     _report_unsupported(model, layers, report, "no integer kernel for this layer type", (nn.Conv2d, nn.Linear),
                         skip_bn=config.fold_bn)  # fmt: skip
     return new, report
+
+
+def smoothquant_method(model: nn.Module, config: SmoothQuantConfig, call: MethodCall) -> tuple[nn.Module, Report]:
+    from torchslim.quantization.calibrate import as_calibration
+    from torchslim.quantization.smoothquant import quantize_smoothquant
+
+    calib = as_calibration(call.calib_data, model, config.max_calib_samples)
+    return quantize_smoothquant(model, calib, config, targets=call.targets)
+
+
+def gptq_method(model: nn.Module, config: GPTQConfig, call: MethodCall) -> tuple[nn.Module, Report]:
+    from torchslim.quantization.calibrate import as_calibration
+    from torchslim.quantization.gptq import quantize_gptq
+
+    return quantize_gptq(model, as_calibration(call.calib_data, model, config.max_calib_samples), config, targets=call.targets)
 
 
 # ----------------------------------------------------------------------------- validation

@@ -24,7 +24,13 @@ import torch.ao.nn.quantized.dynamic as nnqd
 import torch.nn as nn
 
 from torchslim._version import __version__
-from torchslim.checkpoint import register_codec, register_model_codec
+from torchslim.checkpoint import (
+    _CODECS_BY_CLS,
+    _CODECS_BY_KIND,
+    _ensure_codecs_loaded,
+    register_codec,
+    register_model_codec,
+)
 from torchslim.errors import CheckpointError
 from torchslim.layer_report import Report
 from torchslim.quantization import modules as qmodules
@@ -140,6 +146,27 @@ def register_all() -> None:
     register_model_codec("cast", lambda m: getattr(m, _CAST_HOOKS, None), _restore_cast)
     register_model_codec("int8_needs_vnni", _vnni_layers, _check_vnni_layers, after_load=_fit_this_cpu)
     register_static()
+    from torchslim.quantization.smoothing import SmoothedLinear
+
+    register_codec("smoothed_linear", SmoothedLinear, _smoothed_cfg, _smoothed_from)
+
+
+def _smoothed_cfg(m: Any) -> dict[str, Any]:
+    codec = _CODECS_BY_CLS.get(type(m.inner))
+    if codec is None:
+        raise CheckpointError(f"cannot save SmoothedLinear around {type(m.inner).__name__}: no checkpoint codec for it")
+    return {"in_features": m.in_features, "inner": {"kind": codec.kind, "config": codec.to_config(m.inner)}}
+
+
+def _smoothed_from(cfg: dict[str, Any]) -> Any:
+    from torchslim.quantization.smoothing import SmoothedLinear
+
+    kind = cfg["inner"]["kind"]
+    if kind not in _CODECS_BY_KIND:
+        _ensure_codecs_loaded(kind)
+    if kind not in _CODECS_BY_KIND:
+        raise CheckpointError(f"SmoothedLinear wraps module kind {kind!r}, which this torchslim does not know")
+    return SmoothedLinear(_CODECS_BY_KIND[kind].from_config(cfg["inner"]["config"]), int(cfg["in_features"]))
 
 
 def register_static() -> None:

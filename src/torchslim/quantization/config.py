@@ -14,11 +14,12 @@ torchslim.errors.ConfigError: WeightOnlyConfig: bits: Input should be 4 or 8 (go
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from torchslim.config import StrictConfig
+from torchslim.errors import ConfigError
 from torchslim.training.config import TrainConfig
 
 Observer = Literal["minmax", "moving_average", "percentile", "mse", "kl", "auto"]
@@ -120,6 +121,54 @@ class WeightOnlyConfig(QuantConfig):
     method: ClassVar[str] = "weight_only"
     bits: Literal[4, 8] = 4
     group_size: Literal[32, 64, 128] = 32
+
+
+class GPTQConfig(QuantConfig):
+    """Weight-only INT4/INT8 of ``nn.Linear`` with GPTQ error compensation (calibrated): group-wise,
+    asymmetric, stored like :class:`WeightOnlyConfig`'s layers. Transformer blocks are quantized
+    one after the other (each from the already quantized ones' outputs); a model without a list of
+    blocks is calibrated in one pass.
+
+    >>> GPTQConfig().bits, GPTQConfig().group_size
+    (4, 32)
+    """
+
+    method: ClassVar[str] = "gptq"
+
+    bits: Literal[4, 8] = 4
+    group_size: int = Field(32, ge=8)
+    damp: float = Field(0.01, gt=0, le=1, description="fraction of mean(diag H) added to the diagonal")
+    block_size: int = Field(128, ge=8, description="columns updated together (a multiple of group_size)")
+    act_order: bool = Field(False, description="quantize columns in order of decreasing Hessian diagonal")
+    max_calib_samples: int = Field(512, ge=1, description="calibration samples used (the first ones given)")
+
+    def model_post_init(self, _: Any) -> None:
+        if self.block_size % self.group_size:
+            raise ConfigError(f"GPTQConfig: block_size ({self.block_size}) must be a multiple of group_size ({self.group_size})")
+
+
+class SmoothQuantConfig(QuantConfig):
+    """INT8 weights and activations for every ``nn.Linear`` of any model (made for transformers):
+    SmoothQuant migration, GPTQ-rounded per-channel weights, per-token / per-tensor / static
+    activations, the most sensitive layers kept in float. See :mod:`torchslim.quantization.smoothquant`.
+
+    >>> SmoothQuantConfig().activation
+    'per_token'
+    """
+
+    method: ClassVar[str] = "int8_smoothquant"
+
+    smoothquant_alpha: float | None = Field(0.5, ge=0.0, le=1.0, description="migration strength; None: no smoothing")
+    activation: Literal["per_token", "per_tensor", "static"] = "per_token"
+    observer: Literal["minmax", "percentile", "mse", "auto"] = Field(
+        "auto", description="static only: how a layer's input range is chosen; auto = least output error per layer"
+    )
+    weight_bits: Literal["auto", 7, 8] = Field(
+        "auto", description="auto: 8 with AVX-512 VNNI, else 7, which keeps u8 x s8 pair sums inside int16 (vpmaddubsw saturates)"
+    )
+    weight_rounding: Literal["nearest", "gptq"] = Field("gptq", description="gptq: compensate rounding with calibration inputs")
+    keep_float: int = Field(0, ge=0, description="keep this many most sensitive Linear layers in float")
+    max_calib_samples: int = Field(512, ge=1, description="calibration samples used (the first ones given)")
 
 
 class QATConfig(QuantConfig):

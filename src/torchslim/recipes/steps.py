@@ -16,7 +16,6 @@ from typing import Any
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
-from torchslim import transformers as encoder_methods  # noqa: F401 - its int8_smoothquant, gptq, prune_heads steps
 from torchslim.compression import bits_table, deep_compress, huffman_code, share_weights
 from torchslim.compression.config import (
     DeepCompressionConfig,

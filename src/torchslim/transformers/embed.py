@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from torchslim.errors import CheckpointError, DataError, require
 from torchslim.measure import embedding_fidelity, measure_latency
+from torchslim.measure.metrics import pooled_embedding
 
 # An encoder is anything called as fn(input_ids=..., attention_mask=...) returning the last
 # hidden state (a tensor) or a transformers output with ``last_hidden_state``.
@@ -116,6 +117,18 @@ def tokenize(
     return Batch(enc["input_ids"], enc["attention_mask"], truncated)
 
 
+def calibration_batches(tokenizer: Any, sentences: Sequence[str], *, batch_size: int = 64, max_length: int = 128,
+                        model: nn.Module | None = None) -> list[Batch]:  # fmt: skip
+    """Tokenized batches of ``sentences`` for calibration (texts over the limit are truncated and
+    reported); each follows :class:`torchslim.quantization.calibrate.CalibrationBatch`."""
+    if len(sentences) == 0:
+        raise DataError("calibration needs at least one sentence")
+    return [
+        tokenize(tokenizer, list(sentences[i : i + batch_size]), max_length=max_length, model=model)
+        for i in range(0, len(sentences), batch_size)
+    ]
+
+
 def _hidden(out: Any) -> torch.Tensor:
     if isinstance(out, torch.Tensor):
         return out
@@ -124,12 +137,6 @@ def _hidden(out: Any) -> torch.Tensor:
     if isinstance(out, (tuple, list)):
         return out[0]
     raise DataError(f"the encoder returned {type(out).__name__}; expected a tensor or an output with last_hidden_state")
-
-
-def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the token vectors where ``attention_mask`` is 1 (sentence-transformers' pooling)."""
-    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp_min(1e-9)
 
 
 @torch.inference_mode()
@@ -158,7 +165,7 @@ def encode(
         b = tokenize(tokenizer, sentences[i : i + batch_size], max_length=max_length, pad_to=pad_to,
                      model=model if isinstance(model, nn.Module) else None)  # fmt: skip
         h = _hidden(model(**b.as_kwargs()))
-        e = mean_pool(h.float(), b.attention_mask)
+        e = pooled_embedding(h.float(), b.attention_mask)
         out.append(torch.nn.functional.normalize(e, dim=-1) if normalize else e)
     return torch.cat(out)
 

@@ -17,34 +17,19 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import ClassVar
 
 import torch
 import torch.nn as nn
-from pydantic import Field
 
-from torchslim.config import StrictConfig
 from torchslim.errors import CompatibilityError, ConfigError, DataError
 from torchslim.layer_report import Report
-from torchslim.transformers.calibrate import (
-    encoder_blocks,
+from torchslim.pruning.config import HeadPruningConfig
+from torchslim.quantization.calibrate import (
+    CalibrationBatch,
     finite_rows,
     token_mask,
+    transformer_blocks,
 )
-from torchslim.transformers.embed import Batch
-
-
-class HeadPruningConfig(StrictConfig):
-    """Remove whole attention heads and FFN neurons of a transformer encoder.
-
-    >>> HeadPruningConfig(head_fraction=0.25).ffn_fraction
-    0.0
-    """
-
-    method: ClassVar[str] = "prune_heads"
-
-    head_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of heads removed in every layer")
-    ffn_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="fraction of FFN neurons removed in every layer")
 
 
 # ----------------------------------------------------------------------------- structured
@@ -80,12 +65,12 @@ def _shrink(lin: nn.Linear, *, rows: torch.Tensor | None = None, cols: torch.Ten
 
 @torch.no_grad()
 def prune_heads_and_neurons(
-    model: nn.Module, calibration: Sequence[Batch], config: HeadPruningConfig
+    model: nn.Module, calibration: Sequence[CalibrationBatch], config: HeadPruningConfig
 ) -> tuple[nn.Module, Report]:
     """A copy of ``model`` with the least important heads and FFN neurons removed.
 
     >>> from torchslim.transformers.testing import tiny_bert, tiny_tokenizer
-    >>> from torchslim.transformers.calibrate import calibration_batches
+    >>> from torchslim.transformers import calibration_batches
     >>> cal = calibration_batches(tiny_tokenizer(), ["a sample sentence", "another one"])
     >>> p, rep = prune_heads_and_neurons(tiny_bert(), cal, HeadPruningConfig(head_fraction=0.5, ffn_fraction=0.25))
     >>> p.encoder.layer[0].attention.self.query.out_features, p.encoder.layer[0].intermediate.dense.out_features
@@ -96,7 +81,7 @@ def prune_heads_and_neurons(
     if not calibration:
         raise DataError("structured pruning needs calibration sentences to rank heads and neurons")
     model = copy.deepcopy(model).eval()
-    blocks_name, blocks = encoder_blocks(model)
+    blocks_name, blocks = transformer_blocks(model)
     parts = [_bert_parts(b) for b in blocks]
     ctx: dict[str, torch.Tensor] = {}
     keep_mask: dict[str, torch.Tensor | None] = {"mask": None}
@@ -163,4 +148,3 @@ def prune_heads_and_neurons(
     return model, report
 
 
-StructuredConfig = HeadPruningConfig  # deprecated name (it clashed with torchslim.pruning's); kept one release

@@ -22,7 +22,7 @@ each GEMM. There the benchmark keeps per-token activations on every layer (0.998
 0.955, ``benchmarks/results/transformers.md``, row ``torchslim-int8-compiled``).
 
 So the method is SmoothQuant migration (an explicit per-channel multiply, see
-:class:`~torchslim.transformers.modules.SmoothedLinear`; layers that read the same tensor, such
+:class:`~torchslim.quantization.smoothing.SmoothedLinear`; layers that read the same tensor, such
 as query/key/value, share one vector), per-channel symmetric weights and dynamic activations with
 one scale per token -- torchslim's :class:`~torchslim.quantization.Int8DynamicLinear`. Options:
 keep the few most sensitive layers in float (ranked by the embedding error each causes alone),
@@ -36,67 +36,37 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 import torch.nn as nn
-from pydantic import Field
 
-from torchslim.config import StrictConfig
 from torchslim.errors import ConfigError, DataError
 from torchslim.layer_report import Report
-from torchslim.surgery import avoid_fused_paths, weight_read_by_parent
+from torchslim.measure.metrics import pooled_embedding
+from torchslim.quantization.calibrate import (
+    CalibrationBatch,
+    as_calibration,
+    collect_stats,
+    token_mask,
+)
+from torchslim.quantization.config import SmoothQuantConfig
+from torchslim.quantization.smoothing import SmoothedLinear, shared_input_groups, smoothing_scales
+from torchslim.surgery import avoid_fused_paths, replace_module, weight_read_by_parent
 from torchslim.targets import resolve_targets
-from torchslim.transformers.calibrate import as_calibration, collect_stats, token_mask
-from torchslim.transformers.embed import Batch, mean_pool
-from torchslim.transformers.modules import SmoothedLinear
-from torchslim.transformers.smoothquant import shared_input_groups, smoothing_scales
-
-
-class EncoderInt8Config(StrictConfig):
-    """INT8 weights and activations for every Linear layer (any model; made for transformer encoders):
-    SmoothQuant, GPTQ-rounded weights, per-token / per-tensor / static activations, the most
-    sensitive layers kept in float.
-
-    >>> EncoderInt8Config().activation
-    'per_token'
-    """
-
-    method: ClassVar[str] = "int8_smoothquant"
-
-    smoothquant_alpha: float | None = Field(0.5, ge=0.0, le=1.0, description="migration strength; None: no smoothing")
-    activation: Literal["per_token", "per_tensor", "static"] = "per_token"
-    observer: Literal["minmax", "percentile", "mse", "auto"] = Field(
-        "auto", description="static only: how a layer's input range is chosen; auto = least output error per layer"
-    )
-    weight_bits: Literal["auto", 7, 8] = Field(
-        "auto", description="auto: 8 with AVX-512 VNNI, else 7, which keeps u8 x s8 pair sums inside int16 (vpmaddubsw saturates)"
-    )
-    weight_rounding: Literal["nearest", "gptq"] = Field("gptq", description="gptq: compensate rounding with calibration inputs")
-    keep_float: int = Field(0, ge=0, description="keep this many most sensitive Linear layers in float")
-    calibration_sentences: int = Field(512, ge=1)
-    max_length: int = Field(128, ge=2)
-
-
-def _set(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, attr, new)
 
 
 @torch.inference_mode()
-def _pooled(model: nn.Module, batches: Sequence[Batch]) -> torch.Tensor:
+def _pooled(model: nn.Module, batches: Sequence[CalibrationBatch]) -> torch.Tensor:
     outs = []
     for b in batches:
         out = b(model)
         h = (out if isinstance(out, torch.Tensor) else out[0]).float()
-        mask = b.attention_mask
-        if h.dim() == 3:
-            h = mean_pool(h, mask) if mask is not None else h.mean(1)
-        outs.append(torch.nn.functional.normalize(h.reshape(len(h), -1), dim=-1))
+        outs.append(torch.nn.functional.normalize(pooled_embedding(h, b.attention_mask), dim=-1))
     return torch.cat(outs)
 
 
-def _weight_bits(config: EncoderInt8Config) -> int:
+def _weight_bits(config: SmoothQuantConfig) -> int:
     if config.weight_bits != "auto":
         return int(config.weight_bits)
     from torchslim.quantization.modules import act_qmax
@@ -127,7 +97,7 @@ def _quantized_layer(lin: nn.Linear, smooth: torch.Tensor | None, activation: st
         q.weight_int8.copy_(qw)
         q.weight_scale.copy_(sc)
     if gram is not None:  # GPTQ rounding of the per-channel INT8 weight (symmetric, one group)
-        from torchslim.transformers.gptq import gptq_quantize
+        from torchslim.quantization.gptq import gptq_quantize
 
         if smooth is not None:  # the inner layer sees x * (1 / smooth)
             d = 1.0 / smooth
@@ -142,32 +112,32 @@ def _quantized_layer(lin: nn.Linear, smooth: torch.Tensor | None, activation: st
     return wrapped
 
 
-def quantize_encoder_int8(
+def quantize_smoothquant(
     model: nn.Module,
-    calibration: Sequence[Batch],
-    config: EncoderInt8Config | None = None,
+    calibration: Sequence[CalibrationBatch],
+    config: SmoothQuantConfig | None = None,
     *,
     targets: dict[str, Any] | None = None,
 ) -> tuple[nn.Module, Report]:
     """A copy of ``model`` with INT8 Linear layers; returns ``(model, report)``.
 
-    ``calibration``: tokenized batches (:func:`~torchslim.transformers.calibrate.calibration_batches`)
+    ``calibration``: tokenized batches (:func:`~torchslim.transformers.calibration_batches`)
     or any data of :mod:`torchslim.data.protocol`: the method works on every model with Linear layers.
     ``targets``: the one targeting rule over Linear layers: ``None`` keeps a layer in float,
     ``"per_token"`` / ``"per_tensor"`` choose its activation granularity, anything else uses
     ``config.activation``.
 
     >>> from torchslim.transformers.testing import tiny_bert, tiny_tokenizer
-    >>> from torchslim.transformers.calibrate import calibration_batches
+    >>> from torchslim.transformers import calibration_batches
     >>> cal = calibration_batches(tiny_tokenizer(), ["a sample sentence", "another one"])
-    >>> q, rep = quantize_encoder_int8(tiny_bert(), cal)
+    >>> q, rep = quantize_smoothquant(tiny_bert(), cal)
     >>> sorted({e.action for e in rep.layers})
     ['int8-dynamic']
     """
-    config = config or EncoderInt8Config()
+    config = config or SmoothQuantConfig()
     if isinstance(calibration, (list, tuple)) and not calibration:
         raise DataError("INT8 calibration needs at least one batch of sentences")
-    calibration = as_calibration(calibration, model, config.calibration_sentences)
+    calibration = as_calibration(calibration, model, config.max_calib_samples)
     layers = resolve_targets(model, targets, default=True, types=[nn.Linear])
     layers = {n: v for n, v in layers.items() if isinstance(model.get_submodule(n), nn.Linear)}
     parent_reads = {n: why for n, why in weight_read_by_parent(model).items() if n in layers}
@@ -211,7 +181,7 @@ def quantize_encoder_int8(
     for name, q in quantized.items():
         if name in kept:
             continue
-        _set(model, name, q)
+        replace_module(model, name, q)
     fused_off = avoid_fused_paths(model, [n for n in quantized if n not in kept])
     for name, why in parent_reads.items():
         report.add(name, "Linear", "skipped", why)
@@ -232,29 +202,29 @@ def quantize_encoder_int8(
                 detail += f", SmoothQuant alpha {config.smoothquant_alpha}"
             report.add(name, "Linear", "int8-static" if acts[name] == "static" else "int8-dynamic", detail, before=before, after=after)
     report.summary.update(
-        calibration_sentences=sum(b.batch_size for b in calibration), calib_wall_s=time.perf_counter() - t0,
+        calibration_samples=sum(b.batch_size for b in calibration), calib_wall_s=time.perf_counter() - t0,
         quantized=len(quantized) - len(kept), kept_float=sorted(kept), fused_path_off=fused_off, truncated=sum(getattr(b, "truncated", 0) for b in calibration),
     )  # fmt: skip
     return model, report
 
 
-def _most_sensitive(model: nn.Module, quantized: dict[str, nn.Module], batches: Sequence[Batch], k: int) -> dict[str, float]:
+def _most_sensitive(model: nn.Module, quantized: dict[str, nn.Module], batches: Sequence[CalibrationBatch], k: int) -> dict[str, float]:
     """Quantize one layer at a time; the ``k`` whose embedding error (1 - mean cos) is largest."""
     ref = _pooled(model, batches)
     errs: dict[str, float] = {}
     for name, q in quantized.items():
         orig = model.get_submodule(name)
-        _set(model, name, q)
+        replace_module(model, name, q)
         try:
             errs[name] = float(1 - (_pooled(model, batches) * ref).sum(1).mean())
         finally:
-            _set(model, name, orig)
+            replace_module(model, name, orig)
     return dict(sorted(errs.items(), key=lambda kv: -kv[1])[:k])
 
 
 @torch.inference_mode()
 def _static_ranges(
-    model: nn.Module, batches: Sequence[Batch], names: list[str], smooths: dict[str, torch.Tensor | None], observer: str
+    model: nn.Module, batches: Sequence[CalibrationBatch], names: list[str], smooths: dict[str, torch.Tensor | None], observer: str
 ) -> dict[str, tuple[float, float, str]]:
     """``{layer: (lo, hi, observer used)}`` for static activation quantization.
 
@@ -263,8 +233,8 @@ def _static_ranges(
     :func:`finite_rows` if it did). ``auto`` tries minmax, percentile (99.99) and MSE and keeps,
     per layer, the range with the smallest output error on a sample of calibration tokens.
     """
+    from torchslim.quantization.calibrate import finite_rows
     from torchslim.quantization.observers import ActivationStats, fake_quantize, qparams
-    from torchslim.transformers.calibrate import finite_rows
 
     bits = static_act_bits()
     obs = {n: ActivationStats() for n in names}

@@ -1,34 +1,39 @@
-"""Calibration for Hugging Face encoders: token batches, Linear input statistics, block inputs.
+"""Calibration of Linear layers for any model: batches, input statistics, block inputs.
 
-Statistics are gathered with forward hooks, so any encoder works without tracing. Padded
-positions are dropped from every statistic (their activations are never used by a mean-pooled
-embedding), and non-finite values -- e.g. an additive attention mask of ``-inf`` that reaches
-an observer -- are ignored instead of producing an infinite range.
+The Linear-layer methods (SmoothQuant INT8, GPTQ, head pruning) read calibration data through
+:func:`as_calibration`: any data of the one data protocol (:mod:`torchslim.data.protocol`), or
+batches that already follow :class:`CalibrationBatch` (a tokenizer's batches from
+:func:`torchslim.transformers.calibration_batches`). Statistics are gathered with forward hooks,
+so any model works without tracing. Padded positions (``attention_mask == 0``) are dropped from
+every statistic, and non-finite values -- e.g. an additive attention mask of ``-inf`` that
+reaches an observer -- are ignored instead of producing an infinite range.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn as nn
 
 from torchslim.data.protocol import ModelInput, as_data
 from torchslim.errors import CompatibilityError, DataError
-from torchslim.transformers.embed import Batch, tokenize
 
 
-def calibration_batches(tokenizer: Any, sentences: Sequence[str], *, batch_size: int = 64, max_length: int = 128,
-                        model: nn.Module | None = None) -> list[Batch]:  # fmt: skip
-    """Tokenized batches of ``sentences`` (texts over the limit are truncated and reported)."""
-    if len(sentences) == 0:
-        raise DataError("calibration needs at least one sentence")
-    return [
-        tokenize(tokenizer, list(sentences[i : i + batch_size]), max_length=max_length, model=model)
-        for i in range(0, len(sentences), batch_size)
-    ]
+@runtime_checkable
+class CalibrationBatch(Protocol):
+    """One calibration batch as the Linear-layer methods read it: called on the model, it runs
+    the forward; ``attention_mask`` (or ``None``) says which token rows are real."""
+
+    attention_mask: torch.Tensor | None
+
+    @property
+    def batch_size(self) -> int: ...
+
+    def __call__(self, model: Any) -> Any: ...
+
 
 
 class InputBatch:
@@ -50,8 +55,14 @@ class InputBatch:
 
 
 def as_calibration(data: Any, model: nn.Module, max_samples: int | None = None) -> list[Any]:
-    """Calibration batches from tokenized :class:`Batch` es or any data of the one data protocol."""
-    if isinstance(data, (list, tuple)) and data and all(isinstance(b, (Batch, InputBatch)) for b in data):
+    """Calibration batches from :class:`CalibrationBatch` es or any data of the one data protocol.
+
+    >>> import torch
+    >>> batches = as_calibration([torch.randn(4, 3), torch.randn(2, 3)], torch.nn.Linear(3, 2))
+    >>> [b.batch_size for b in batches]
+    [4, 2]
+    """
+    if isinstance(data, (list, tuple)) and data and all(isinstance(b, CalibrationBatch) for b in data):
         return list(data)
     if isinstance(data, (list, tuple)) and data and all(isinstance(b, ModelInput) for b in data):
         return [InputBatch(b) for b in data]  # already read by quantize()'s calibration check
@@ -61,7 +72,7 @@ def as_calibration(data: Any, model: nn.Module, max_samples: int | None = None) 
     for b in d:
         if max_samples is not None and n >= max_samples:
             break
-        ib = b if isinstance(b, Batch) else InputBatch(d.inputs(b))
+        ib = b if isinstance(b, CalibrationBatch) else InputBatch(d.inputs(b))
         out.append(ib)
         n += ib.batch_size
     if not out:
@@ -106,7 +117,7 @@ def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
 
 @torch.inference_mode()
 def collect_stats(
-    model: nn.Module, batches: Sequence[Batch], names: Sequence[str] | None = None, *, gram: bool = False
+    model: nn.Module, batches: Sequence[CalibrationBatch], names: Sequence[str] | None = None, *, gram: bool = False
 ) -> dict[str, LinearStats]:
     """Run ``batches`` through ``model`` and record input statistics of the named Linear layers."""
     layers = linear_layers(model)
@@ -134,7 +145,7 @@ def collect_stats(
     return stats
 
 
-def encoder_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
+def transformer_blocks(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """The repeated transformer blocks (``encoder.layer`` in BERT), found generically.
 
     The largest ``nn.ModuleList`` whose items all contain Linear layers.
@@ -154,12 +165,12 @@ class _Stop(Exception):
 
 
 @torch.inference_mode()
-def block_inputs(model: nn.Module, batches: Sequence[Batch]) -> Iterator[tuple[tuple[Any, ...], dict[str, Any], torch.Tensor]]:
+def block_inputs(model: nn.Module, batches: Sequence[CalibrationBatch]) -> Iterator[tuple[tuple[Any, ...], dict[str, Any], torch.Tensor]]:
     """For each batch: the positional args and kwargs the first block receives, and the token mask.
 
     The forward stops at the first block, so nothing beyond the embeddings is computed.
     """
-    _, blocks = encoder_blocks(model)
+    _, blocks = transformer_blocks(model)
     captured: dict[str, Any] = {}
 
     def hook(mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -7,9 +7,9 @@ import sys
 import torch
 
 from torchslim.methods import method_names
-from torchslim.pruning import prune
-from torchslim.quantization import quantize
-from torchslim.transformers import EncoderInt8Config, HeadPruningConfig, calibration_batches
+from torchslim.pruning import HeadPruningConfig, prune
+from torchslim.quantization import SmoothQuantConfig, quantize
+from torchslim.transformers import calibration_batches
 from torchslim.transformers.corpus import load_sentences
 from torchslim.transformers.testing import save_tiny_bert, tiny_bert, tiny_tokenizer
 
@@ -23,7 +23,7 @@ def test_quantize_and_prune_take_tokenized_dict_batches():
     tok = tiny_tokenizer()
     batches = [b.as_kwargs() for b in calibration_batches(tok, load_sentences(32), batch_size=16)]
     model = tiny_bert().eval()
-    q, rep = quantize(model, EncoderInt8Config(), calib_data=batches)
+    q, rep = quantize(model, SmoothQuantConfig(), calib_data=batches)
     assert rep.summary["quantized"] >= 12 and rep.summary["output_rel_error"] < 0.05
     p, rep = prune(model, HeadPruningConfig(head_fraction=0.5), calib_data=batches)
     with torch.no_grad():

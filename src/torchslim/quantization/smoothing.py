@@ -9,6 +9,11 @@ feeds the Linear layers (its weight and bias), so inference pays nothing.
 
 Which LayerNorm feeds which Linear is found by running one batch with hooks (the Linear's
 input *is* the LayerNorm's output tensor), so no architecture table is needed.
+
+:class:`SmoothedLinear` keeps the division explicit. In pre-LayerNorm models the vector could be
+folded into the LayerNorm, but BERT-like encoders are post-LayerNorm: the LayerNorm output is
+also the residual stream, so folding would change the model. The multiply costs one elementwise
+pass and keeps the rewrite exact for every architecture.
 """
 
 from __future__ import annotations
@@ -18,12 +23,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 
-from torchslim.transformers.calibrate import LinearStats
-from torchslim.transformers.embed import Batch
+from torchslim.quantization.calibrate import CalibrationBatch, LinearStats
 
 
 @torch.inference_mode()
-def layernorm_consumers(model: nn.Module, batch: Batch) -> dict[str, list[str]]:
+def layernorm_consumers(model: nn.Module, batch: CalibrationBatch) -> dict[str, list[str]]:
     """``{layernorm name: [Linear names whose input is exactly its output]}``."""
     outputs: list[tuple[str, torch.Tensor]] = []  # keeps the tensors alive so identity is safe
     consumers: dict[str, list[str]] = {}
@@ -86,7 +90,7 @@ def apply_smoothing(model: nn.Module, groups: dict[str, list[str]], stats: dict[
 
 
 @torch.inference_mode()
-def shared_input_groups(model: nn.Module, batch: Batch, names: Sequence[str]) -> list[list[str]]:
+def shared_input_groups(model: nn.Module, batch: CalibrationBatch, names: Sequence[str]) -> list[list[str]]:
     """Groups of the named Linear layers that read the very same input tensor (e.g. q/k/v).
 
     A group shares one smoothing vector, so the exported graph scales and quantizes that input
@@ -110,3 +114,38 @@ def shared_input_groups(model: nn.Module, batch: Batch, names: Sequence[str]) ->
         for h in hooks:
             h.remove()
     return [g for _, g in seen]
+
+
+class SmoothedLinear(nn.Module):
+    """``inner(x * input_scale)``: ``inner`` is a Linear (float or quantized) whose weight
+    columns were multiplied by ``1 / input_scale``.
+
+    >>> lin = nn.Linear(4, 2)
+    >>> s = torch.tensor([0.5, 1.0, 2.0, 4.0])
+    >>> sm = SmoothedLinear.wrap(lin, s)
+    >>> x = torch.randn(3, 4)
+    >>> bool(torch.allclose(sm(x), lin(x), atol=1e-6))
+    True
+    """
+
+    def __init__(self, inner: nn.Module, in_features: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.in_features = in_features
+        self.out_features = int(getattr(inner, "out_features", 0))
+        self.register_buffer("input_scale", torch.ones(in_features))
+
+    @classmethod
+    @torch.no_grad()
+    def wrap(cls, linear: nn.Linear, smooth: torch.Tensor) -> SmoothedLinear:
+        """A float ``SmoothedLinear`` equal to ``linear``: ``x / smooth`` feeds ``W * smooth``."""
+        inner = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        inner.weight.copy_(linear.weight * smooth)
+        if linear.bias is not None:
+            inner.bias.copy_(linear.bias)
+        m = cls(inner, linear.in_features)
+        m.input_scale.copy_(1.0 / smooth)
+        return m
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x * self.input_scale)

@@ -19,42 +19,26 @@ import copy
 import math
 import time
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 import torch
 import torch.nn as nn
-from pydantic import Field
 
-from torchslim.config import StrictConfig
-from torchslim.errors import ConfigError, DataError
+from torchslim.errors import CompatibilityError, ConfigError, DataError
 from torchslim.layer_report import Report
 from torchslim.measure import peak_rss_mb
+from torchslim.quantization.calibrate import (
+    CalibrationBatch,
+    as_calibration,
+    block_inputs,
+    block_output,
+    finite_rows,
+    token_mask,
+    transformer_blocks,
+)
+from torchslim.quantization.config import GPTQConfig
+from torchslim.surgery import replace_module, weight_read_by_parent
 from torchslim.targets import resolve_targets
-from torchslim.transformers.calibrate import block_inputs, block_output, encoder_blocks, finite_rows
-from torchslim.transformers.embed import Batch
-from torchslim.transformers.int8 import _set
-
-
-class GPTQConfig(StrictConfig):
-    """Weight-only INT4/INT8 with GPTQ error compensation.
-
-    >>> GPTQConfig().bits, GPTQConfig().group_size
-    (4, 32)
-    """
-
-    method: ClassVar[str] = "gptq"
-
-    bits: Literal[4, 8] = 4
-    group_size: int = Field(32, ge=8)
-    damp: float = Field(0.01, gt=0, le=1, description="fraction of mean(diag H) added to the diagonal")
-    block_size: int = Field(128, ge=8, description="columns updated together (a multiple of group_size)")
-    act_order: bool = Field(False, description="quantize columns in order of decreasing Hessian diagonal")
-    calibration_sentences: int = Field(512, ge=1)
-    max_length: int = Field(128, ge=2)
-
-    def model_post_init(self, _: Any) -> None:
-        if self.block_size % self.group_size:
-            raise ConfigError(f"GPTQConfig: block_size ({self.block_size}) must be a multiple of group_size ({self.group_size})")
 
 
 def _group_params(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,82 +182,123 @@ def _to_weight_only(lin: nn.Linear, q: torch.Tensor, scale: torch.Tensor, zp: to
 
 
 @torch.no_grad()
-def quantize_encoder_gptq(
+def quantize_gptq(
     model: nn.Module,
-    calibration: Sequence[Batch],
+    calibration: Sequence[CalibrationBatch],
     config: GPTQConfig | None = None,
     *,
     targets: dict[str, Any] | None = None,
     inplace: bool = False,
 ) -> tuple[nn.Module, Report]:
-    """A copy of ``model`` whose Linear layers in the transformer blocks are GPTQ-quantized.
+    """A copy of ``model`` whose Linear layers are GPTQ-quantized (weight-only, group-wise).
 
+    A transformer (a ``nn.ModuleList`` of blocks) is quantized block by block, each block's
+    Hessians taken from the outputs of the already quantized blocks before it; Linear layers
+    outside the blocks (a classifier head, a pooler) and models without such a list are
+    calibrated in one pass over the whole model. ``calibration``: tokenized batches
+    (:func:`torchslim.transformers.calibration_batches`) or any data of the one data protocol.
     ``inplace=True`` quantizes ``model`` itself (no copy: peak memory is the model plus one
     block's working set).
 
     >>> from torchslim.transformers.testing import tiny_bert, tiny_tokenizer
-    >>> from torchslim.transformers.calibrate import calibration_batches
+    >>> from torchslim.transformers import calibration_batches
     >>> cal = calibration_batches(tiny_tokenizer(), ["a sample sentence", "another one"] * 8)
-    >>> q, rep = quantize_encoder_gptq(tiny_bert(), cal)
+    >>> q, rep = quantize_gptq(tiny_bert(), cal)
     >>> rep.summary["quantized"]
     12
+    >>> import torch
+    >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
+    >>> q, rep = quantize_gptq(mlp, [torch.randn(16, 64)])
+    >>> rep.summary["quantized"], type(q[0]).__name__
+    (2, 'WeightOnlyLinear')
     """
     config = config or GPTQConfig()
-    if not calibration:
-        raise DataError("GPTQ calibration needs at least one batch of sentences")
+    if isinstance(calibration, (list, tuple)) and not calibration:
+        raise DataError("GPTQ calibration needs at least one batch")
+    calibration = as_calibration(calibration, model, config.max_calib_samples)
     t0 = time.perf_counter()
     rss0 = peak_rss_mb()
     model = (model if inplace else copy.deepcopy(model)).eval()
-    blocks_name, blocks = encoder_blocks(model)
     chosen = resolve_targets(model, targets, default=True, types=[nn.Linear])
+    chosen = {n: v for n, v in chosen.items() if isinstance(model.get_submodule(n), nn.Linear)}
+    parent_reads = {n: why for n, why in weight_read_by_parent(model).items() if n in chosen}
     report = Report("quantize", f"gptq-int{config.bits}")
-    # Inputs to block 0 for every batch; each later block's inputs are the previous outputs.
-    states = [(list(args), dict(kwargs), keep) for args, kwargs, keep in block_inputs(model, calibration)]
+    for name, why in parent_reads.items():
+        report.add(name, "Linear", "skipped", why)
+    chosen = {n: v for n, v in chosen.items() if n not in parent_reads}
+    if not chosen:
+        raise ConfigError("no Linear layer to quantize: the targets leave none")
+    try:
+        blocks_name, blocks = transformer_blocks(model)
+    except CompatibilityError:
+        blocks_name, blocks = "", None
     done = 0
-    for bi, block in enumerate(blocks):
-        prefix = f"{blocks_name}.{bi}."
-        lins = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear) and prefix + n in chosen}
-        grams: dict[str, torch.Tensor] = {}
-        current: dict[str, torch.Tensor] = {}
-        hooks = []
-        for n, m in lins.items():
+    keep_rows: dict[str, torch.Tensor | None] = {"mask": None}  # the token rows of the batch running now
+    if blocks is not None:
+        # Inputs to block 0 for every batch; each later block's inputs are the previous outputs.
+        states = [(list(args), dict(kwargs), keep) for args, kwargs, keep in block_inputs(model, calibration)]
+        for bi, block in enumerate(blocks):
+            prefix = f"{blocks_name}.{bi}."
+            lins = {n: m for n, m in block.named_modules() if isinstance(m, nn.Linear) and prefix + n in chosen}
 
-            def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], n: str = n, grams: dict[str, torch.Tensor] = grams,
-                     current: dict[str, torch.Tensor] = current) -> None:  # fmt: skip
-                x = finite_rows(inp[0], current.get("keep"))
-                g = x.T @ x
-                grams[n] = grams[n] + g if n in grams else g
+            def run_block(block: nn.Module = block, states: list[Any] = states) -> None:
+                for args, kwargs, keep in states:
+                    keep_rows["mask"] = keep
+                    block(*args, **kwargs)
 
-            hooks.append(m.register_forward_pre_hook(hook))
-        try:
-            for args, kwargs, keep in states:
-                current["keep"] = keep
-                block(*args, **kwargs)
-        finally:
-            for h in hooks:
-                h.remove()
-        for n, lin in lins.items():
-            full = prefix + n
-            if n not in grams:
-                report.add(full, "Linear", "skipped", "not reached by the calibration sentences")
-                continue
-            q, s, z, info = gptq_quantize(lin.weight, grams[n], bits=config.bits, group_size=config.group_size,
-                                          damp=config.damp, block_size=config.block_size, act_order=config.act_order)  # fmt: skip
-            _set(block, n, _to_weight_only(lin, q, s, z, config.bits, config.group_size))
-            done += 1
-            report.add(
-                full, "Linear", f"int{config.bits}-gptq", f"group {config.group_size}, asymmetric, fp16 scales",
-                before={"bits": 32, "rel_out_err": None},
-                after={"bits": config.bits, "rel_out_err": info["gptq_out_err"], "rtn_rel_out_err": info["rtn_out_err"]},
-            )  # fmt: skip
-        grams.clear()
-        # Outputs of the quantized block feed the next one.
-        states = [_next_inputs(block, args, kwargs, keep) for args, kwargs, keep in states]
-    for name in chosen:
-        if not name.startswith(blocks_name + "."):
-            report.add(name, "Linear", "skipped", "outside the transformer blocks (GPTQ works block by block)")
+            done += _quantize_layers(block, prefix, lins, run_block, keep_rows, config, report)
+            # Outputs of the quantized block feed the next one.
+            states = [_next_inputs(block, args, kwargs, keep) for args, kwargs, keep in states]
+    inside = f"{blocks_name}." if blocks is not None else None
+    rest = {n: model.get_submodule(n) for n in chosen if inside is None or not n.startswith(inside)}
+    if rest:  # layers outside the blocks (or every layer): one pass over the (partly quantized) model
+
+        def run_model() -> None:
+            for b in calibration:
+                keep_rows["mask"] = token_mask(b)
+                b(model)
+
+        done += _quantize_layers(model, "", rest, run_model, keep_rows, config, report)
     report.summary.update(
-        quantized=done, calib_wall_s=time.perf_counter() - t0, calibration_sentences=sum(b.batch_size for b in calibration),
+        quantized=done, calib_wall_s=time.perf_counter() - t0, calibration_samples=sum(b.batch_size for b in calibration),
         peak_rss_mb=peak_rss_mb(), peak_rss_growth_mb=peak_rss_mb() - rss0,
     )  # fmt: skip
     return model, report
+
+
+def _quantize_layers(root: nn.Module, prefix: str, lins: dict[str, nn.Module], run: Any,
+                     keep_rows: dict[str, torch.Tensor | None], config: GPTQConfig, report: Report) -> int:  # fmt: skip
+    """Accumulate each Linear's Hessian ``X^T X`` while ``run()`` feeds the calibration through
+    ``root``, then GPTQ-quantize them (names in ``lins`` are relative to ``root``)."""
+    grams: dict[str, torch.Tensor] = {}
+    hooks = []
+    for n, m in lins.items():
+
+        def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], n: str = n) -> None:
+            x = finite_rows(inp[0], keep_rows["mask"])
+            g = x.T @ x
+            grams[n] = grams[n] + g if n in grams else g
+
+        hooks.append(m.register_forward_pre_hook(hook))
+    try:
+        with torch.inference_mode():
+            run()
+    finally:
+        for h in hooks:
+            h.remove()
+    done = 0
+    for n, lin in lins.items():
+        full = prefix + n
+        if n not in grams:
+            report.add(full, "Linear", "skipped", "not reached by the calibration data")
+            continue
+        q, s, z, info = gptq_quantize(lin.weight, grams[n], bits=config.bits, group_size=config.group_size,
+                                      damp=config.damp, block_size=config.block_size, act_order=config.act_order)  # fmt: skip
+        replace_module(root, n, _to_weight_only(lin, q, s, z, config.bits, config.group_size))  # type: ignore[arg-type]
+        done += 1
+        report.add(
+            full, "Linear", f"int{config.bits}-gptq", f"group {config.group_size}, asymmetric, fp16 scales",
+            before={"bits": 32, "rel_out_err": None},
+            after={"bits": config.bits, "rel_out_err": info["gptq_out_err"], "rtn_rel_out_err": info["rtn_out_err"]},
+        )  # fmt: skip
+    return done
