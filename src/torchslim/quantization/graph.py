@@ -8,7 +8,6 @@ keeps the user's class and ``forward``: only layers are swapped (see ``static_mo
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,19 +15,12 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 from torchslim.errors import CompatibilityError
+from torchslim.quantization.integer_ops import op_for_node, op_named
 
 WEIGHTED = (nn.Conv2d, nn.Linear)
-_RELU_FUNCS = {F.relu, torch.relu, torch.relu_}
-_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
-_PASS_FUNCS = {F.max_pool2d, torch.max_pool2d, F.adaptive_avg_pool2d, F.avg_pool2d, torch.flatten, F.dropout}
-_PASS_METHODS = {"flatten", "view", "reshape", "contiguous", "relu", "relu_"}
-_PASS_MODULES = (nn.Identity, nn.Dropout, nn.ReLU, nn.MaxPool2d, nn.AdaptiveAvgPool2d, nn.AvgPool2d, nn.Flatten)
-# Passthroughs that return (a view of) the same integers: a fused add may only write into a
-# shortcut tensor once no alias of it is needed any more.
-_ALIAS_METHODS = {"flatten", "view", "reshape", "contiguous", "relu", "relu_"}
+_ADD = op_named("add")
 
 
 def trace(model: nn.Module) -> fx.GraphModule:
@@ -128,40 +120,30 @@ def _mod(gm: nn.Module, node: fx.Node) -> nn.Module | None:
 
 
 def _is_identity(gm: fx.GraphModule, n: fx.Node) -> bool:
-    m = _mod(gm, n)
-    return isinstance(m, (nn.Identity, nn.Dropout))
+    return n.op == "call_module" and isinstance(_mod(gm, n), op_named("identity").modules)
 
 
 def is_relu(gm: nn.Module, n: fx.Node) -> bool:
     """Whether node ``n`` of a graph traced from ``gm`` is a ReLU (module, function or method)."""
-    if n.op == "call_module":
-        return isinstance(_mod(gm, n), nn.ReLU)
-    if n.op == "call_function":
-        return n.target in _RELU_FUNCS
-    return n.op == "call_method" and n.target in ("relu", "relu_")
+    op = op_for_node(gm, n)
+    return op is not None and op.name == "relu"
 
 
 def is_add(n: fx.Node) -> bool:
     """Whether ``n`` adds exactly two operands (``+``, ``torch.add`` or ``Tensor.add``, no alpha)."""
-    if n.op == "call_function" and n.target in _ADD_FUNCS:
+    if n.op == "call_function" and n.target in _ADD.functions:
         return len(n.args) == 2 and not n.kwargs
-    return n.op == "call_method" and n.target in ("add", "add_", "__add__") and len(n.args) == 2 and not n.kwargs
+    return n.op == "call_method" and n.target in _ADD.methods and len(n.args) == 2 and not n.kwargs
 
 
 def _is_passthrough(gm: fx.GraphModule, n: fx.Node) -> bool:
-    if n.op == "call_module":
-        return isinstance(_mod(gm, n), _PASS_MODULES)
-    if n.op == "call_function":
-        return n.target in _PASS_FUNCS or n.target in _RELU_FUNCS
-    return n.op == "call_method" and n.target in _PASS_METHODS
+    op = op_for_node(gm, n)
+    return op is not None and op.passthrough
 
 
 def _is_alias(gm: fx.GraphModule, n: fx.Node) -> bool:
-    if n.op == "call_module":
-        return isinstance(_mod(gm, n), (nn.Identity, nn.Dropout, nn.ReLU, nn.Flatten))
-    if n.op == "call_function":
-        return n.target in (torch.flatten, F.dropout) or n.target in _RELU_FUNCS
-    return n.op == "call_method" and n.target in _ALIAS_METHODS
+    op = op_for_node(gm, n)
+    return op is not None and op.alias
 
 
 def _single_next(n: fx.Node) -> fx.Node | None:

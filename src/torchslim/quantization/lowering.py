@@ -25,11 +25,11 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
-import torch.nn.functional as F
 
 from torchslim.errors import CompatibilityError
 from torchslim.quantization import kernels
-from torchslim.quantization.graph import is_add, is_relu
+from torchslim.quantization.graph import is_add
+from torchslim.quantization.integer_ops import METADATA_ATTRS, METADATA_METHODS, op_for_node
 from torchslim.quantization.static_modules import (
     QConv2d,
     QLinear,
@@ -41,12 +41,6 @@ from torchslim.quantization.static_modules import (
     quantize_tensor,
     relu_uint8,
 )  # fmt: skip
-
-# Ops that move or relabel integers without changing their values or quantization.
-_RESHAPE_METHODS = {"flatten", "view", "reshape", "contiguous"}
-_METADATA_METHODS = {"size", "dim"}
-_METADATA_ATTRS = {"shape", "ndim", "device"}
-
 
 _POOL_ARGS = ("kernel_size", "stride", "padding", "dilation", "ceil_mode")
 
@@ -177,10 +171,12 @@ class _Lowering:
         return y if mod.out_float else _Q(y, *mod.activation_qparams(1))
 
     def is_identity(self, n: fx.Node, mod: nn.Module | None) -> bool:
-        if isinstance(mod, nn.Identity) or (isinstance(mod, nn.Dropout) and not mod.training):
-            return True
-        return n.op == "call_function" and n.target is F.dropout and not n.kwargs.get("training", False) \
-            and (len(n.args) < 3 or n.args[2] is False)  # fmt: skip
+        op = op_for_node(self.root, n)
+        if op is None or op.name != "identity":
+            return False
+        if mod is not None:
+            return not mod.training
+        return not n.kwargs.get("training", False) and (len(n.args) < 3 or n.args[2] is False)
 
     def add(self, n: fx.Node) -> Any:
         a, b = (self.env[x] if isinstance(x, fx.Node) else x for x in n.args)
@@ -199,41 +195,51 @@ class _Lowering:
         return _Q(y, *a.conv.activation_qparams(1))
 
     def on_integers(self, n: fx.Node, mod: nn.Module | None, x: _Q) -> Any:
-        """Ops that run on the integers of their first argument; None: dequantize and run in float."""
+        """The ops of the one table (:mod:`~torchslim.quantization.integer_ops`) on the integers of
+        their first argument, and metadata reads; None: dequantize and run in float."""
         rest, kwargs = self.arg(n.args[1:]), dict(self.arg(n.kwargs))
         g = self.g
-        if is_relu(self.root, n) or n.target is F.relu_:  # F.relu_ is not fused by the plan, but is a ReLU
+        op = op_for_node(self.root, n)
+        name = op.name if op is not None and op.passthrough else None
+        if name == "relu":
             return _Q(g.call_function(relu_uint8, (x.node, x.zp)), x.scale, x.zp) if x.zp else x
-        pool: dict[str, Any] | None = None
-        if isinstance(mod, nn.MaxPool2d) and not mod.return_indices:
-            pool = {k: getattr(mod, k) for k in _POOL_ARGS}
-        elif n.op == "call_function" and n.target in (F.max_pool2d, torch.max_pool2d):
-            if kwargs.pop("return_indices", False) or len(rest) >= 6 and rest[5]:
-                return None
-            pool = {**dict(zip(_POOL_ARGS, rest[:5], strict=False)), **kwargs}  # fewer args: defaults
-        if pool is not None:
+        if name == "max_pool2d":
+            if mod is not None:
+                if mod.return_indices:
+                    return None
+                pool = {k: getattr(mod, k) for k in _POOL_ARGS}
+            else:
+                if kwargs.pop("return_indices", False) or len(rest) >= 6 and rest[5]:
+                    return None
+                pool = {**dict(zip(_POOL_ARGS, rest[:5], strict=False)), **kwargs}  # fewer args: defaults
             if self.native is not None and _is_2x2(pool):
                 return _Q(g.call_function(kernels.max_pool2x2, (x.node,)), x.scale, x.zp)
             return _Q(g.call_function(max_pool2d_uint8, (x.node,), pool), x.scale, x.zp)
-        if isinstance(mod, nn.AdaptiveAvgPool2d):
-            return _Q(g.call_function(adaptive_avg_pool2d_uint8, (x.node, mod.output_size)), x.scale, x.zp)
-        if n.op == "call_function" and n.target is F.adaptive_avg_pool2d:
-            return _Q(g.call_function(adaptive_avg_pool2d_uint8, (x.node, *rest), kwargs), x.scale, x.zp)
-        if isinstance(mod, nn.AvgPool2d):
-            args = (x.node, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.count_include_pad,
-                    mod.divisor_override)  # fmt: skip
-            return _Q(g.call_function(avg_pool2d_uint8, args), x.scale, x.zp)
-        if n.op == "call_function" and n.target is F.avg_pool2d:
+        if name == "adaptive_avg_pool2d":
+            args = (x.node, mod.output_size) if mod is not None else (x.node, *rest)
+            return _Q(g.call_function(adaptive_avg_pool2d_uint8, args, {} if mod is not None else kwargs), x.scale, x.zp)
+        if name == "avg_pool2d":
+            if mod is not None:
+                args = (x.node, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, mod.count_include_pad,
+                        mod.divisor_override)  # fmt: skip
+                return _Q(g.call_function(avg_pool2d_uint8, args), x.scale, x.zp)
             return _Q(g.call_function(avg_pool2d_uint8, (x.node, *rest), kwargs), x.scale, x.zp)
-        if isinstance(mod, nn.Flatten):
-            return _Q(g.call_function(torch.flatten, (x.node, mod.start_dim, mod.end_dim)), x.scale, x.zp)
-        if n.op == "call_function" and n.target is torch.flatten:
+        if name == "flatten":
+            if mod is not None:
+                return _Q(g.call_function(torch.flatten, (x.node, mod.start_dim, mod.end_dim)), x.scale, x.zp)
+            if n.op == "call_method":
+                return _Q(g.call_method("flatten", (x.node, *rest), kwargs), x.scale, x.zp)
             return _Q(g.call_function(torch.flatten, (x.node, *rest), kwargs), x.scale, x.zp)
-        if n.op == "call_method" and n.target in _RESHAPE_METHODS:
-            return _Q(g.call_method(str(n.target), (x.node, *rest), kwargs), x.scale, x.zp)
-        if n.op == "call_method" and n.target in _METADATA_METHODS:
+        if name == "reshape":
+            if n.op == "call_method":
+                # The integers are often channels-last in memory, where a view of the NCHW shape is
+                # impossible: reshape copies only then (the eager QTensor.view does the same).
+                method = "reshape" if n.target == "view" else str(n.target)
+                return _Q(g.call_method(method, (x.node, *rest), kwargs), x.scale, x.zp)
+            return _Q(g.call_function(n.target, (x.node, *rest), kwargs), x.scale, x.zp)  # type: ignore[arg-type]
+        if n.op == "call_method" and n.target in METADATA_METHODS:
             return g.call_method(str(n.target), (x.node, *rest), kwargs)
-        if n.op == "call_function" and n.target is builtins.getattr and rest and rest[0] in _METADATA_ATTRS:
+        if n.op == "call_function" and n.target is builtins.getattr and rest and rest[0] in METADATA_ATTRS:
             return g.call_function(builtins.getattr, (x.node, *rest))
         return None
 

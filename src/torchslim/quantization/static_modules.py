@@ -18,7 +18,6 @@ Kernels: ``torch.ops.onednn.qconv_pointwise`` / ``qconv2d_pointwise.binary`` /
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from torchslim.errors import CompatibilityError
+from torchslim.quantization.integer_ops import INTEGER_OPS, op_for_method, op_named
 
 _ZERO = torch.zeros(1, dtype=torch.int64)
+_ADD_FUNCTIONS = frozenset(op_named("add").functions)
 
 
 def quantize_tensor(x: torch.Tensor, scale: float, zp: int, levels: int) -> torch.Tensor:
@@ -102,6 +103,9 @@ class QTensor:
     __radd__ = __add__
 
     def __getattr__(self, name: str) -> Any:
+        if op_for_method(name) is not None:  # x.relu() and the like: the same handlers as relu(x)
+            func = getattr(torch.Tensor, name)
+            return lambda *args, **kwargs: QTensor.__torch_function__(func, (QTensor,), (self, *args), kwargs)
         return getattr(self.dequantize(), name)
 
     def __repr__(self) -> str:
@@ -147,7 +151,7 @@ class PendingConv:
     @classmethod
     def __torch_function__(cls, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
-        if func in (torch.add, torch.Tensor.add, torch.Tensor.__add__, operator.add):
+        if func in _ADD_FUNCTIONS:
             out = _add(*args, **kwargs)
             if out is not NotImplemented:
                 return out
@@ -206,7 +210,14 @@ def _add(a: Any, b: Any, *, alpha: Any = 1, out: Any = None) -> Any:
 def _relu(x: Any, inplace: bool = False) -> Any:
     if not isinstance(x, QTensor):
         return NotImplemented
+    if inplace:  # F.relu(x, inplace=True), F.relu_, x.relu_(): the caller may keep using x
+        x.data.clamp_min_(x.zp)
+        return x
     return x._same(relu_uint8(x.data, x.zp))
+
+
+def _relu_(x: Any) -> Any:
+    return _relu(x, inplace=True)
 
 
 def relu_uint8(data: torch.Tensor, zp: int) -> torch.Tensor:
@@ -294,15 +305,24 @@ def _pair(v: Any) -> tuple[int, int]:
     return (t[0], t[0]) if len(t) == 1 else (t[0], t[1])
 
 
-_HANDLERS: dict[Any, Callable[..., Any]] = {
-    F.relu: _relu, torch.relu: _relu, torch.relu_: _relu, F.relu_: _relu, torch.Tensor.relu: _relu,
-    torch.Tensor.relu_: _relu,
-    F.max_pool2d: _max_pool2d, torch.max_pool2d: _max_pool2d,
-    F.adaptive_avg_pool2d: _adaptive_avg_pool2d, F.avg_pool2d: _avg_pool2d,
-    torch.flatten: _flatten, torch.Tensor.flatten: _flatten,
-    F.dropout: _dropout,
-    torch.add: _add, torch.Tensor.add: _add, torch.Tensor.__add__: _add,
+def _same_integers(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A reshape that keeps the integers' scale and zero point (``Tensor.view`` and the like)."""
+
+    def run(x: Any, *args: Any, **kwargs: Any) -> Any:
+        return x._same(func(x.data, *args, **kwargs)) if isinstance(x, QTensor) else NotImplemented
+
+    return run
+
+
+# How the eager runtime runs each op of the one table (torchslim.quantization.integer_ops).
+_EAGER: dict[str, Callable[..., Any]] = {
+    "relu": _relu, "max_pool2d": _max_pool2d, "adaptive_avg_pool2d": _adaptive_avg_pool2d,
+    "avg_pool2d": _avg_pool2d, "flatten": _flatten, "identity": _dropout, "add": _add,
 }  # fmt: skip
+_HANDLERS: dict[Any, Callable[..., Any]] = {
+    f: _same_integers(f) if op.name == "reshape" else _EAGER[op.name] for op in INTEGER_OPS for f in op.functions
+}
+_HANDLERS.update(dict.fromkeys((F.relu_, torch.relu_, torch.Tensor.relu_), _relu_))
 
 
 def _drop_defaults(cfg: dict[str, Any], cls: type) -> dict[str, Any]:
