@@ -143,3 +143,31 @@ def test_quantized_layers_count_the_weights_they_stand_for():
         got = count_params(q)
         assert got["params"] == dense["params"]  # not 0: integer buffers stand for the float weights
         assert kept * dense["params"] <= got["nonzero_params"] < dense["params"]  # some weights round to 0
+
+
+def test_count_macs_counts_integer_and_weight_only_layers_like_their_float_originals():
+    """Integer kernels are invisible to FlopCounterMode; the count comes from each layer's shape,
+    so a quantized model reports its FP32 original's MACs (not 0), and the caller's mode is kept."""
+    import warnings
+
+    from torchslim.measure import count_macs
+    from torchslim.models import create_model
+    from torchslim.quantization import (
+        DynamicInt8Config,
+        StaticInt8Config,
+        WeightOnlyConfig,
+        quantize,
+    )
+
+    torch.manual_seed(0)
+    m = create_model("lenet5").eval()
+    x = torch.randn(32, 1, 28, 28)
+    dense = count_macs(m, x[:1])
+    assert dense == 2_293_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for cfg in (StaticInt8Config(), DynamicInt8Config(), WeightOnlyConfig(bits=4)):
+            q, _ = quantize(m, cfg, calib_data=x)
+            assert count_macs(q, x[:1]) == dense, type(cfg).__name__
+    m.train()
+    assert count_macs(m, x[:2]) == 2 * dense and m.training
