@@ -28,6 +28,10 @@ demo: install
 test: install
 	$(PY) -m pytest -q -ra tests
 
+# The recipe-step reference, generated from the method and step registries (tests check it is current).
+docs: install
+	$(PY) -c "import torchslim.recipes.steps; from torchslim.recipes.registry import steps_markdown; print(steps_markdown(), end='')" > docs/recipe-steps.md
+
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports

@@ -124,3 +124,57 @@ def get_step(type: str) -> StepType:
             f"Known types: {', '.join(sorted(steps))}"
         )
     return steps[name]
+
+
+def _field_rows(cls: type[BaseModel]) -> list[str]:
+    import re
+
+    def cell(text: str) -> str:
+        return " ".join(text.split()).replace("|", "\\|")
+
+    rows = []
+    for name, f in cls.model_fields.items():
+        default = "required" if f.is_required() else repr(f.get_default(call_default_factory=True))
+        default = default if len(default) <= 40 else default[:37] + "..."
+        ann = f.annotation.__name__ if isinstance(f.annotation, type) else str(f.annotation)
+        ann = re.sub(r"\b(typing|[a-z_]+(\.[a-z_0-9]+)*)\.(?=[A-Za-z])", "", ann)  # drop module paths
+        rows.append(f"| `{name}` | `{cell(ann)}` | `{cell(default)}` | {cell(f.description or '')} |")
+    return rows
+
+
+def steps_markdown() -> str:
+    """The reference of every recipe step, generated from the registries (``make docs`` writes it to
+    ``docs/recipe-steps.md``; a test checks the committed file is current). YAML keys are the fields.
+
+    >>> "### int8_static" in steps_markdown()
+    True
+    """
+    # torchslim's own steps only: a step a user (or a test) registers is not part of this reference.
+    steps = {k: v for k, v in _all_steps().items() if v.config_cls.__module__.startswith("torchslim.")}
+    lines = ["# Recipe steps and methods", "",
+             "Generated from torchslim's method and step registries by `make docs`; do not edit by hand.",
+             "A recipe step is `{type: <name>, <field>: <value>, ...}`; the same names are `torchslim quantize/prune "
+             "--method` choices and the config classes are what `quantize()` / `prune()` take.", ""]  # fmt: skip
+    by_method = {m.name: m for m in methods()}
+    for name in sorted(steps):
+        st = steps[name]
+        m = by_method.get(name)
+        lines += [f"### {name}", "", " ".join((st.description or "").split()), ""]
+        facts = [f"config: `{st.config_cls.__name__}`"]
+        if m is not None:
+            facts.append(f"verb: `{m.verb}()`")
+            if m.needs:
+                facts.append("needs: " + ", ".join(sorted(m.needs)))
+        if st.accepts_targets:
+            facts.append("takes `targets`")
+        if st.produces:
+            facts.append("leaves the model " + ", ".join(sorted(st.produces)))
+        if st.forbidden_after:
+            facts.append("not after: " + ", ".join(sorted(st.forbidden_after)))
+        if st.requires:
+            facts.append("needs before it: " + ", ".join(sorted(st.requires)))
+        lines += ["; ".join(facts) + ".", ""]
+        rows = _field_rows(st.config_cls)
+        if rows:
+            lines += ["| field | type | default | meaning |", "|---|---|---|---|", *rows, ""]
+    return "\n".join(lines).rstrip() + "\n"
