@@ -65,7 +65,8 @@ MAX_RSS_MB, MAX_WALL_S = 1500, 20.0
 FIX_WORDS = re.compile(
     r"choose|pass|use |give|set |add |remove|install|save|retrain|re-?run|rename|delete|check|point|upgrade|put |"
     r"must|expected|should|try|lower|raise|increase|reduce|split|convert|fix|train|omit|need|one of|did you mean|"
-    r"between|at least|at most|>=|<=|>|<|only|instead|allowed|corrupt|edit|expects|valid|make |write",
+    r"between|at least|at most|>=|<=|>|<|only|instead|allowed|corrupt|edit|expects|valid|make |write|clean|drop|"
+    r"fields:|known types|move|list of|a recipe is|limit|mapping",
     re.I,
 )
 HYP = settings(max_examples=40, database=None, derandomize=True, deadline=None,
@@ -214,6 +215,8 @@ def cli_case(category: str, name: str, args: list[str], *, setup_fn: Callable[[P
                 if not err:
                     r.outcome = "bad_error"
                     r.problems.append("exit 2 without a 'torchslim: error:' line")
+                elif lines[-1] != err[-1]:
+                    r.problems.append("the error message spans several lines")
                 if expect == "ok":
                     r.problems.append("refused a valid command")
             else:
@@ -804,8 +807,8 @@ def collision_cases(cli: list[Callable[[], Result]]) -> None:
                 "unrelated.txt", "existing.safetensors", "notes.json", "sub/..", "./"):  # fmt: skip
         cases += [[*comp, "--out", out, "--force"]]
     cases += [[*comp, "--out", "sub"], [*comp, "--out", "existing.safetensors"]]
-    cases += [[*comp[:3], "sub/model.safetensors", *comp[4:], "--out", "sub", "--force"],
-              [*comp[:3], "sub/model.safetensors", *comp[4:], "--out", ".", "--force"]]  # fmt: skip
+    cases += [[*comp[:2], "sub/model.safetensors", *comp[3:], "--out", "sub", "--force"],
+              [*comp[:2], "sub/model.safetensors", *comp[3:], "--out", ".", "--force"]]  # fmt: skip
     outs = [("model.safetensors",), ("model",), ("existing",), ("notes.safetensors",), ("notes",), ("recipe.yaml",),
             ("sub/model.safetensors",), ("unrelated.txt",), ("model.safetensors", "--force"), ("model.json", "--force"),
             ("recipe.yaml", "--force"), ("unrelated.txt", "--force"), ("sub", "--force"), (".", "--force")]  # fmt: skip
@@ -826,9 +829,12 @@ def collision_cases(cli: list[Callable[[], Result]]) -> None:
         cases += [[*ex, out, "--force"]] if out != "existing.onnx" else [[*ex, out]]
     cases += [[*ex, "m.onnx", "--json", "model.safetensors"], [*ex, "m.onnx", "--json", "m.onnx"],
               [*ex, "m.onnx", "--json", "report.json"]]  # fmt: skip
-    cases += [["train", "--model", "lenet300", "--data", "digits", "--out", "t.safetensors", "--run-dir", "sub"]]
     for args in cases:
         cli.append(cli_case("collisions", " ".join(args[:1] + args[-4:]), args, setup_fn=files, timeout=60))
+    # A run folder may be an existing folder: training adds its files and changes none of the user's.
+    run = ["train", "--model", "lenet300", "--data", "digits", "--max-steps", "2", "--out", "t.safetensors", "--run-dir", "sub"]
+    cli.append(cli_case("collisions", "train --run-dir <folder with user files>", run, setup_fn=files, timeout=60,
+                        expect="ok", allowed=("t.safetensors", "t.json", "sub/last.safetensors", "sub/best.safetensors")))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- data

@@ -40,3 +40,23 @@ def test_integer_or_boolean_data_for_a_float_weight_is_refused(tmp_path: Path, d
         load_checkpoint(bad)
     model, _ = load_checkpoint(ck)  # the untouched file still loads
     assert model.fc1.weight.dtype == torch.float32
+
+
+def test_messages_say_what_to_do(tmp_path: Path):
+    ck = save_checkpoint(create_model("lenet300"), tmp_path / "m.safetensors", architecture="lenet300")
+    with pytest.raises(CheckpointError, match=r"missing: fc1.weight\); it belongs to another architecture or was edited: "
+                                              r"load it into the model it was saved from"):  # fmt: skip
+        load_checkpoint(_drop(ck, "fc1.weight"))
+    (tmp_path / "t.safetensors").write_bytes(ck.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="it is truncated or corrupt: save or copy it again"):
+        load_checkpoint(tmp_path / "t.safetensors")
+
+
+def _drop(path: Path, name: str) -> Path:
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    t = load(raw)
+    t.pop(name)
+    out = path.with_name("dropped.safetensors")
+    out.write_bytes(save(t, metadata=json.loads(raw[8 : 8 + n])["__metadata__"]))
+    return out

@@ -28,3 +28,10 @@ def test_an_unreadable_later_image_is_named_when_read(tmp_path: Path):
     (tmp_path / "test" / "b" / "zz.png").unlink()
     (x, y), = list(resolve_data(str(tmp_path), "test"))
     assert tuple(x.shape) == (2, 1, 8, 8) and y.tolist() == [0, 1]
+
+
+def test_a_folder_without_images_says_how_to_lay_them_out(tmp_path: Path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "notes.txt").write_text("no images")
+    with pytest.raises(DataError, match=r"holds no images .*; put each class's images in a sub-folder named after it \(.*/CLASS/image.png\)"):
+        resolve_data(str(tmp_path), "test")

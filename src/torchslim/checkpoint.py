@@ -552,7 +552,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         header_len = int.from_bytes(raw[:8], "little")
         header = json.loads(raw[8 : 8 + header_len])
     except (SafetensorError, ValueError, OSError, RecursionError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt") from exc
+        raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt: save or "
+                              "copy it again") from exc
     meta_s = header.get("__metadata__", {}).get("torchslim")
     if meta_s is None:
         raise CheckpointError(f"{path} is a safetensors file but not a torchslim checkpoint (no torchslim metadata)")
@@ -589,7 +590,8 @@ def check_state_matches(model: nn.Module, tensors: dict[str, torch.Tensor], sour
             if items:
                 more = f" and {len(items) - 5} more" if len(items) > 5 else ""
                 parts.append(f"{label}: {', '.join(items[:5])}{more}")
-        raise CheckpointError(f"{source} does not fit this model ({'; '.join(parts)}); it belongs to another architecture")
+        raise CheckpointError(f"{source} does not fit this model ({'; '.join(parts)}); it belongs to another architecture "
+                              "or was edited: load it into the model it was saved from")
 
 
 def _load_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -647,7 +649,7 @@ def load_checkpoint(path: str | Path, *, model: nn.Module | None = None) -> tupl
             if isinstance(exc, CheckpointError):
                 raise
             raise CheckpointError(f"{path}: architecture {arch['name']!r} cannot be built with config {arch.get('config')} "
-                                  f"({type(exc).__name__}: {exc}); the file is corrupt or was edited") from exc  # fmt: skip
+                                  f"({type(exc).__name__}: {str(exc)[:120]}); the file is corrupt or was edited") from exc  # fmt: skip
     else:
         raise CheckpointError(f"{path} stores a model of an unregistered architecture; pass model= to load it into (CLI: --model pkg.module:factory@{path})")
     _strip_masks(model)
@@ -673,6 +675,7 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         try:
             tensors = st_load(path.read_bytes())
         except (SafetensorError, OSError) as exc:
-            raise CheckpointError(f"{path} is not a readable safetensors file ({exc})") from exc
+            raise CheckpointError(f"{path} is not a readable safetensors file ({exc}); it is truncated or corrupt: save "
+                                  "or copy it again") from exc
     _load_state(model, tensors, str(path))
     return model

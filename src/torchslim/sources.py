@@ -135,7 +135,8 @@ def _image_folder(root: Path, split: str, seed: int = 0) -> Any:
         raise DataError(f"{root} has the split folders {has_splits} but no {split}/; add it or use another split")
     first = next((p for p in sorted(folder.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES), None)
     if first is None:
-        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) in class sub-folders")
+        raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) in class sub-folders; put each "
+                        f"class's images in a sub-folder named after it ({folder / 'CLASS' / 'image.png'})")
     from PIL import Image
 
     try:

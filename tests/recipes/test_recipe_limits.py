@@ -34,3 +34,9 @@ def test_more_than_1000_steps_is_refused():
 def test_numbers_out_of_range_name_the_field(text: str, field: str):
     with pytest.raises(ConfigError, match=rf"<recipe>:\d+:\d+: .*field '{field}'"):
         load_recipe(text)
+
+
+def test_control_characters_are_named_with_the_fix():
+    with pytest.raises(ConfigError, match=r"unacceptable character #x001b.*remove control characters") as exc:
+        load_recipe("name: a\x1b\nsteps: [{type: evaluate}]\n")
+    assert "\n" not in str(exc.value)

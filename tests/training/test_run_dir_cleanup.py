@@ -48,3 +48,17 @@ def test_train_numbers_out_of_range_are_one_line(tmp_path: Path, capsys, flag: l
                "--out", str(tmp_path / "t.safetensors")])  # fmt: skip
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("torchslim: error: TrainConfig: ")
+
+
+@pytest.mark.parametrize("verb", ["train", "finetune"])
+def test_resume_without_a_run_dir_is_refused(tmp_path: Path, capsys, verb: str):
+    src = ["--model", "lenet300"] if verb == "train" else [str(tmp_path / "m.safetensors")]
+    if verb == "finetune":
+        from torchslim.checkpoint import save_checkpoint
+
+        save_checkpoint(create_model("lenet300"), tmp_path / "m.safetensors", architecture="lenet300")
+    rc = main(["--threads", "1", verb, *src, "--data", "digits", "--resume", "--out", str(tmp_path / "t.safetensors")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == ("torchslim: error: --resume continues from RUN_DIR/last.safetensors: give the run's "
+                               "folder with --run-dir")  # fmt: skip
+    assert not (tmp_path / "t.safetensors").exists()

@@ -206,12 +206,18 @@ def side_out(path: str | None, force: bool, inputs: list[str | None]) -> Path | 
     return p
 
 
+MAX_CALIB_SAMPLES = 10_000_000  # the same bound as a recipe's calibration_samples
+
+
 def verb_data(args: argparse.Namespace, meta: dict[str, Any], needs: frozenset[str]) -> tuple[Any, Any, Any]:
     """``(calibration, train, val)`` from ``--data`` (fashion-mnist when none was given) for quantize / prune:
     the first ``--calib-samples`` training samples, and both splits for methods that train."""
     from torchslim.data import ImageData
+    from torchslim.errors import ConfigError
     from torchslim.methods import TRAINING
 
+    if not 1 <= args.calib_samples <= MAX_CALIB_SAMPLES:
+        raise ConfigError(f"--calib-samples must be 1 to {MAX_CALIB_SAMPLES:,}, got {args.calib_samples}")
     args.dataset = args.dataset or "fashion-mnist"
     got = data_arg(args, "train", meta)
     calib = got.subset(args.calib_samples) if isinstance(got, ImageData) else got

@@ -19,11 +19,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("out", help="output .onnx file")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default 17; 21 when INT4 group-wise layers are present)")
     p.add_argument("--max-abs-diff", type=float, default=None, help="fail if ONNX Runtime differs from PyTorch by more")
-    p.add_argument("--tokens", type=int, default=16, help="sequence length of the example input for text models")
+    p.add_argument("--tokens", type=_tokens, default=16, help="sequence length of the example input for text models (1 to 8192)")
     p.add_argument("--no-check", action="store_true", help="skip the ONNX Runtime comparison")
     p.add_argument("--force", action="store_true", help="replace OUT (and the --json file) if it exists")
     p.add_argument("--json", dest="json_out", default=None, help="also write the export report to this JSON file")
     p.set_defaults(func=run)
+
+
+def _tokens(text: str) -> int:
+    """``--tokens``: 1 to 8192 (0 made an empty example; a huge one allocates it all)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= n <= 8192:
+        raise argparse.ArgumentTypeError(f"{n} tokens: give 1 to 8192")
+    return n
 
 
 def _load(spec: str) -> tuple[Any, str | None]:

@@ -42,6 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from torchslim.errors import TorchSlimError
     from torchslim.models import get_entry, model_names
 
+    if args.family is not None:
+        from torchslim.errors import UnknownNameError, suggest
+
+        families = sorted({get_entry(n).family for n in model_names()})
+        if args.family not in families:
+            raise UnknownNameError(f"no model family {args.family!r}; choose one of {', '.join(families)}.{suggest(args.family, families)}")
     rows = []
     for n in model_names(args.family):
         e = get_entry(n)

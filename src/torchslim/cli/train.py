@@ -27,11 +27,13 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 def overrides(args: argparse.Namespace) -> dict:
     keys = ["epochs", "batch_size", "lr", "optimizer", "schedule", "weight_decay", "seed", "max_steps",
             "early_stopping_patience", "checkpoint_every_steps"]  # fmt: skip
+    from torchslim.errors import ConfigError
+
     out = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
     if out.get("epochs") == 0:
-        from torchslim.errors import ConfigError
-
         raise ConfigError("--epochs 0 trains nothing and would write an untrained model; give 1 or more (or leave it out)")
+    if args.resume and args.run_dir is None:
+        raise ConfigError("--resume continues from RUN_DIR/last.safetensors: give the run's folder with --run-dir")
     if args.no_augment:
         out["augment"] = False
     return out

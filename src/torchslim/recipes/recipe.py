@@ -168,7 +168,8 @@ def parse_yaml(text: str, source: str = "<recipe>") -> Any:
         problem = exc.problem or exc.context or "invalid YAML"
         raise ConfigError(f"{where}: recipe is not valid YAML: {problem}") from exc
     except (yaml.YAMLError, RecursionError) as exc:
-        raise ConfigError(f"{source}: recipe is not valid YAML: {type(exc).__name__}: {str(exc)[:200]}") from exc
+        raise ConfigError(f"{source}: recipe is not valid YAML: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}; "
+                          "a recipe is plain UTF-8 YAML text: remove control characters and nest it less deeply") from exc
     except ValueError as exc:  # a value YAML cannot convert, e.g. an integer of 100,000 digits
         raise ConfigError(f"{source}: recipe holds a value that cannot be read ({str(exc)[:200]}); fix or shorten it") from exc
 
