@@ -225,7 +225,8 @@ def cli_case(category: str, name: str, args: list[str], *, setup_fn: Callable[[P
                     r.outcome = "silently_accepted"
                     r.problems.append("silently accepted")
             judge_message(r)
-            compare_trees(before, tree(base), allowed if r.outcome == "ok" else (), r)
+            # The tree is of the case's base folder; the command ran in w/ inside it.
+            compare_trees(before, tree(base), tuple(f"w/{a}" for a in allowed) if r.outcome == "ok" else (), r)
             if check is not None and r.outcome == "ok":
                 check(work, r)
         return record(r)
