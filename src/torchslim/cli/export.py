@@ -82,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         ["file size (bytes)", res.size_bytes], ["opset", opset], ["quantized layers", n_q],
         ["max |ORT - PyTorch|", "not checked" if res.max_abs_diff is None else res.max_abs_diff],
     ])  # fmt: skip
+    for w in res.warnings:
+        print(f"warning: {w}")
     if json_out is not None:
         write_json(json_out, res.as_dict())
     return 0

@@ -61,12 +61,28 @@ class ExportResult:
     quantized_layers: dict[str, str] = field(default_factory=dict)
     max_abs_diff: float | None = None
     ops: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "path": str(self.path), "size_bytes": self.size_bytes, "inputs": self.inputs, "outputs": self.outputs,
             "quantized_layers": self.quantized_layers, "max_abs_diff": self.max_abs_diff, "ops": self.ops,
+            "warnings": self.warnings,
         }  # fmt: skip
+
+
+def vnni_only_layers(model: nn.Module) -> list[str]:
+    """INT8 layers whose u8 x s8 products are exact only on CPUs with AVX-512 VNNI (or ARM):
+    8-bit activations times weights outside [-63, 63]. ONNX Runtime's x86 kernels without VNNI
+    add such products in pairs with int16 saturation (``vpmaddubsw``), as oneDNN and FBGEMM do."""
+    from torchslim.quantization.modules import (
+        Int8DynamicLinear,
+        saturates_without_vnni,
+        weights_fit_7_bits,
+    )
+
+    return [n for n, m in model.named_modules() if saturates_without_vnni(m)
+            or (isinstance(m, Int8DynamicLinear) and not weights_fit_7_bits(m.weight_int8))]  # fmt: skip
 
 
 class _HiddenStateOnly(nn.Module):
@@ -224,6 +240,13 @@ def export_onnx(
             path=path, size_bytes=0, inputs=[i.name for i in proto.graph.input], outputs=["output"], quantized_layers=found,
             ops=_op_counts(proto),
         )  # fmt: skip
+        wide = vnni_only_layers(model)
+        if wide:
+            result.warnings.append(
+                f"{len(wide)} INT8 layers ({', '.join(wide[:3])}{', ...' if len(wide) > 3 else ''}) use 8-bit weights: exact in "
+                "ONNX Runtime on CPUs with AVX-512 VNNI or on ARM, but their int16 pair sums can saturate on x86 CPUs "
+                "without VNNI; for such targets quantize with 7-bit weights (reduce_range='weights', or weight_bits=7)"
+            )  # fmt: skip
         if config.check:
             sess = ort_session(tmp, optimize=config.optimize)
             with torch.no_grad(), kept_mode(model):  # the caller's model keeps its train/eval mode
