@@ -170,14 +170,15 @@ def checkpoint_out(path: str, force: bool, inputs: list[str | None] | None = Non
 
     if _is_folder_spec(path):
         raise ConfigError(f"--out {path} is a folder; give a file name such as {Path(path) / 'model.safetensors'}")
-    out = Path(path)
-    if out.suffix not in ("", ".safetensors"):
-        raise ConfigError(f"--out {path}: a checkpoint is a .safetensors file (a .json sidecar goes beside it); "
-                          f"name it {out.with_suffix('.safetensors')}")  # fmt: skip
-    out = out.with_suffix(".safetensors")
+    given = Path(path)
+    out = given.with_suffix(".safetensors")
     sidecar = out.with_suffix(".json")
-    for p in (out, sidecar):
+    for p in (out, sidecar):  # an input first: that is the mistake that would cost a file
         _check_claims(p, "--out", inputs or [])
+    if given.suffix not in ("", ".safetensors"):
+        raise ConfigError(f"--out {path}: a checkpoint is a .safetensors file (a .json sidecar goes beside it); "
+                          f"name it {out}")  # fmt: skip
+    for p in (out, sidecar):
         if p.is_dir():
             raise ConfigError(f"--out {out}: {p} is a folder; choose another name")
     for p in (out, sidecar):
