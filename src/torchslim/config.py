@@ -23,6 +23,9 @@ def describe_validation_error(exc: ValidationError, cls: type[BaseModel]) -> str
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = f"unknown field; {cls.__name__} takes {sorted(cls.model_fields)}.{suggest(str(err['loc'][-1]), cls.model_fields)}"
+        elif err["type"] == "missing":
+            key = str(err["loc"][-1])
+            msg = f"required, and not given: set it ({key}=... in Python, '{key}:' in a recipe step, or the command's option for it)"
         elif "input" in err and err["type"] != "missing" and not isinstance(err["input"], dict):
             msg = f"{msg} (got {err['input']!r})"
         parts.append(f"{loc}: {msg}")
