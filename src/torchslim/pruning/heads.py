@@ -26,8 +26,8 @@ from torchslim.layer_report import Report
 from torchslim.pruning.config import HeadPruningConfig
 from torchslim.quantization.calibrate import (
     CalibrationBatch,
+    feed,
     finite_rows,
-    token_mask,
     transformer_blocks,
 )
 
@@ -105,14 +105,7 @@ def prune_heads_and_neurons(
             ctx[f"f{i}"] = ctx[f"f{i}"] + e if f"f{i}" in ctx else e
 
         hooks += [o.register_forward_pre_hook(o_hook), down.register_forward_pre_hook(d_hook)]
-    try:
-        with torch.inference_mode():
-            for b in calibration:
-                keep_mask["mask"] = token_mask(b)
-                b(model)
-    finally:
-        for h in hooks:
-            h.remove()
+    feed(model, calibration, hooks, keep_mask)
     report = Report("prune", "structured-heads-ffn")
     before_params = sum(p.numel() for p in model.parameters())
     for i, (blk, p) in enumerate(zip(blocks, parts, strict=True)):

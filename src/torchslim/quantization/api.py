@@ -178,18 +178,15 @@ def qat_method(model: nn.Module, config: QATConfig, call: MethodCall) -> tuple[n
 
 
 def smoothquant_method(model: nn.Module, config: SmoothQuantConfig, call: MethodCall) -> tuple[nn.Module, Report]:
-    from torchslim.quantization.calibrate import as_calibration
     from torchslim.quantization.smoothquant import quantize_smoothquant
 
-    calib = as_calibration(call.calib_data, model, config.max_calib_samples)
-    return quantize_smoothquant(model, calib, config, targets=call.targets)
+    return quantize_smoothquant(model, call.calib_data, config, targets=call.targets)
 
 
 def gptq_method(model: nn.Module, config: GPTQConfig, call: MethodCall) -> tuple[nn.Module, Report]:
-    from torchslim.quantization.calibrate import as_calibration
     from torchslim.quantization.gptq import quantize_gptq
 
-    return quantize_gptq(model, as_calibration(call.calib_data, model, config.max_calib_samples), config, targets=call.targets)
+    return quantize_gptq(model, call.calib_data, config, targets=call.targets)
 
 
 # ----------------------------------------------------------------------------- validation

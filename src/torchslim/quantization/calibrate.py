@@ -86,6 +86,21 @@ def token_mask(b: Any) -> torch.Tensor | None:
     return None if mask is None else mask.bool()
 
 
+@torch.inference_mode()
+def feed(model: nn.Module, batches: Sequence[CalibrationBatch], hooks: list[Any], rows: dict[str, torch.Tensor | None]) -> None:
+    """Run every batch through ``model`` for the forward ``hooks`` already registered on it, with
+    ``rows["mask"]`` set to the running batch's token mask (what the hooks pass to
+    :func:`finite_rows`); the hooks are removed afterwards, also when a batch fails."""
+    try:
+        for b in batches:
+            rows["mask"] = token_mask(b)
+            b(model)
+    finally:
+        for h in hooks:
+            h.remove()
+        rows["mask"] = None
+
+
 def finite_rows(x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
     """``x`` as ``[tokens, features]``: rows of real tokens only, non-finite values set to 0."""
     x2 = x.detach().reshape(-1, x.shape[-1]).float()
@@ -123,25 +138,19 @@ def collect_stats(
     layers = linear_layers(model)
     names = list(layers) if names is None else list(names)
     stats: dict[str, LinearStats] = {}
-    current: dict[str, torch.Tensor | None] = {"keep": None}
+    current: dict[str, torch.Tensor | None] = {"mask": None}
     hooks = []
     for n in names:
         m = layers[n]
 
         def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], n: str = n, m: nn.Linear = m) -> None:
-            x = finite_rows(inp[0], current["keep"])
+            x = finite_rows(inp[0], current["mask"])
             st = stats.setdefault(n, LinearStats(torch.zeros(m.in_features)))
             st.update(x, gram)
 
         hooks.append(m.register_forward_pre_hook(hook))
-    try:
-        model.eval()
-        for b in batches:
-            current["keep"] = token_mask(b)
-            b(model)
-    finally:
-        for h in hooks:
-            h.remove()
+    model.eval()
+    feed(model, batches, hooks, current)
     return stats
 
 

@@ -32,8 +32,8 @@ from torchslim.quantization.calibrate import (
     as_calibration,
     block_inputs,
     block_output,
+    feed,
     finite_rows,
-    token_mask,
     transformer_blocks,
 )
 from torchslim.quantization.config import GPTQConfig
@@ -254,9 +254,7 @@ def quantize_gptq(
     if rest:  # layers outside the blocks (or every layer): one pass over the (partly quantized) model
 
         def run_model() -> None:
-            for b in calibration:
-                keep_rows["mask"] = token_mask(b)
-                b(model)
+            feed(model, calibration, [], keep_rows)
 
         done += _quantize_layers(model, "", rest, run_model, keep_rows, config, report)
     report.summary.update(

@@ -236,7 +236,8 @@ class _Lowering:
                 # impossible: reshape copies only then (the eager QTensor.view does the same).
                 method = "reshape" if n.target == "view" else str(n.target)
                 return _Q(g.call_method(method, (x.node, *rest), kwargs), x.scale, x.zp)
-            return _Q(g.call_function(n.target, (x.node, *rest), kwargs), x.scale, x.zp)  # type: ignore[arg-type]
+            fn = torch.Tensor.reshape if n.target is torch.Tensor.view else n.target
+            return _Q(g.call_function(fn, (x.node, *rest), kwargs), x.scale, x.zp)  # type: ignore[arg-type]
         if n.op == "call_method" and n.target in METADATA_METHODS:
             return g.call_method(str(n.target), (x.node, *rest), kwargs)
         if n.op == "call_function" and n.target is builtins.getattr and rest and rest[0] in METADATA_ATTRS:

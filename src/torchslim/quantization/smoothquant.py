@@ -48,7 +48,6 @@ from torchslim.quantization.calibrate import (
     CalibrationBatch,
     as_calibration,
     collect_stats,
-    token_mask,
 )
 from torchslim.quantization.config import SmoothQuantConfig
 from torchslim.quantization.smoothing import SmoothedLinear, shared_input_groups, smoothing_scales
@@ -233,19 +232,19 @@ def _static_ranges(
     :func:`finite_rows` if it did). ``auto`` tries minmax, percentile (99.99) and MSE and keeps,
     per layer, the range with the smallest output error on a sample of calibration tokens.
     """
-    from torchslim.quantization.calibrate import finite_rows
+    from torchslim.quantization.calibrate import feed, finite_rows
     from torchslim.quantization.observers import ActivationStats, fake_quantize, qparams
 
     bits = static_act_bits()
     obs = {n: ActivationStats() for n in names}
     sample: dict[str, torch.Tensor] = {}
-    keep: dict[str, torch.Tensor | None] = {"m": None}
+    keep: dict[str, torch.Tensor | None] = {"mask": None}
 
     def run(fn_name: str) -> None:
         hooks = []
         for n in names:
             def hook(mod: nn.Module, inp: tuple[torch.Tensor, ...], n: str = n) -> None:
-                x = finite_rows(inp[0], keep["m"])
+                x = finite_rows(inp[0], keep["mask"])
                 s = smooths.get(n)
                 if s is not None:
                     x = x / s
@@ -257,13 +256,7 @@ def _static_ranges(
                     obs[n].observe_histogram(x)
 
             hooks.append(model.get_submodule(n).register_forward_pre_hook(hook))
-        try:
-            for b in batches:
-                keep["m"] = token_mask(b)
-                b(model)
-        finally:
-            for h in hooks:
-                h.remove()
+        feed(model, batches, hooks, keep)
 
     run("minmax")
     for n in names:
