@@ -134,10 +134,19 @@ def weight_only_method(model: nn.Module, config: WeightOnlyConfig, call: MethodC
     report = call.report
     assert report is not None
     layers = _resolve(model, call.targets, (nn.Linear,))
-    new = _swap_linears(model, layers, report, f"int{config.bits}-weight-only",
-                        lambda m: WeightOnlyLinear.from_float(m, bits=config.bits, group_size=config.group_size),
-                        f"asymmetric int{config.bits}, group {config.group_size}, fp16 scales"
-                        f"{', packed 2 per byte' if config.bits == 4 else ''}")  # fmt: skip
+    # A target's value may name that layer's bits (4 or 8): mixed INT8 / INT4 in one step.
+    bits = {n: config.bits if v is True else v for n, v in layers.items()}
+    bad = {n: b for n, b in bits.items() if isinstance(b, bool) or b not in (4, 8)}
+    if bad:
+        name, b = next(iter(bad.items()))
+        raise TargetError(f"targets: {name}: {b!r} is not a weight-only bit width; give 4 or 8 (or None to keep it in float)")
+    new = model
+    for b in sorted(set(bits.values())) or [config.bits]:
+        group = {n: v for n, v in layers.items() if bits[n] == b}
+        new = _swap_linears(new, group, report, f"int{b}-weight-only",
+                            lambda m, b=b: WeightOnlyLinear.from_float(m, bits=b, group_size=config.group_size),
+                            f"asymmetric int{b}, group {config.group_size}, fp16 scales"
+                            f"{', packed 2 per byte' if b == 4 else ''}")  # fmt: skip
     _report_unsupported(model, layers, report, "weight-only quantization covers nn.Linear", (nn.Linear,))
     return new, report
 
