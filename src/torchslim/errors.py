@@ -63,6 +63,10 @@ class OutputExistsError(TorchSlimError, FileExistsError):
     """An output path exists and ``force`` was not given."""
 
 
+class BudgetError(TorchSlimError, ValueError):
+    """No candidate meets the accuracy budget; the message names the closest one and its drop."""
+
+
 def suggest(name: str, choices: Iterable[str], n: int = 3) -> str:
     """Return ``" Did you mean: a, b?"`` for the closest ``choices`` to ``name``, or ``""``."""
     close = difflib.get_close_matches(name, list(choices), n=n, cutoff=0.5)

@@ -11,7 +11,7 @@ sub-folders (``torchvision.datasets.ImageFolder``; with ``train/``, ``val/``, ``
 those are the splits, else the images are split 80/10/10 with a fixed seed), a UTF-8 text file
 with one sentence per line (for encoders; the first half calibrates and trains, the second
 evaluates), or ``pkg.module:factory`` returning a DataLoader (every split) or a dict of them by
-split name.
+split name. In Python, a dict ``{"train": ..., "val": ..., "test": ...}`` of loaders gives each split.
 
 >>> resolve_model("lenet5")[0].__class__.__name__
 'LeNet5'
@@ -201,6 +201,10 @@ def resolve_data(spec: Any, split: str, *, tokenizer: Any = None, batch_size: in
     """One split of a data source (see the module docstring): an ``ImageData``, a DataLoader or batches."""
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of {list(SPLITS)}")
+    if isinstance(spec, Mapping) and spec and all(k in SPLITS for k in spec):  # {"train": ..., "val": ..., "test": ...}
+        if split not in spec:
+            raise ConfigError(f"the data has the splits {sorted(spec)} but no {split!r}; add it")
+        return spec[split]
     if not isinstance(spec, (str, Path)):
         return spec
     text = str(spec)
