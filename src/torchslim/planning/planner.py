@@ -241,6 +241,7 @@ def plan(
 
         FinetuneConfig(**finetune)  # a typo is an error before any work
     check_finite(model, "plan")
+    model = _same_on_every_rank(model)
     ctx = StepContext(data, quiet=quiet, calibration_samples=calibration_samples, tokenizer=tokenizer,
                       input_fn=input_fn, target_fn=target_fn, metric=metric)  # fmt: skip
     try:
@@ -338,7 +339,7 @@ def plan(
         stretch = 4.0 if prunes else 1.5
         path = greedy_path(space, sens, cost_model, limit=budget * stretch)
         levels = [budget * f for f in (0.25, 0.5, 1.0, 2.0, 3.0, 4.0) if f <= stretch]
-        picks = pick_along(path, levels)
+        picks = [a for a in pick_along(path, levels) if any(c != NONE for c in a.values())]
         for i, a in enumerate(picks):
             measure(a, "greedy", f"greedy #{i + 1}: {_describe(a)}")
         for c in _uniform_choices(space):
@@ -426,6 +427,21 @@ def _printer() -> Callable[[str], None]:
 
     con = Console(stderr=True)
     return lambda s: con.print(s, highlight=False)
+
+
+def _same_on_every_rank(model: nn.Module) -> nn.Module:
+    """Under torchrun, rank 0's weights on every rank (a model built with random weights differs per
+    process); the caller's model is not modified."""
+    rank, world = _dist()
+    if world == 1:
+        return model
+    if rank != 0:
+        model = copy.deepcopy(model)
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            if isinstance(t, torch.Tensor):
+                torch.distributed.broadcast(t, src=0)
+    return model
 
 
 def _dist() -> tuple[int, int]:
