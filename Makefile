@@ -10,7 +10,7 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev,onnx,hf,prune,ao]'
+	$(PY) -m pip install --quiet -e '.[dev,onnx,hf,prune,ao,plan]'
 	touch $(STAMP)
 
 install: $(STAMP) data
