@@ -9,8 +9,8 @@ model into the model the factory builds (checkpoints never name code to import).
 Data is a built-in data set name (``fashion-mnist``, ``digits``), a folder of images in class
 sub-folders (``torchvision.datasets.ImageFolder``; with ``train/``, ``val/``, ``test/`` inside,
 those are the splits, else the images are split 80/10/10 with a fixed seed), a UTF-8 text file
-with one sentence per line (for encoders; the first half calibrates and trains, the second
-evaluates), or ``pkg.module:factory`` returning a DataLoader (every split) or a dict of them by
+with one sentence per line (for encoders; the first 40% calibrates and trains, the rest of the
+first half validates, the second half evaluates), or ``pkg.module:factory`` returning a DataLoader (every split) or a dict of them by
 split name. In Python, a dict ``{"train": ..., "val": ..., "test": ...}`` of loaders gives each split.
 
 >>> resolve_model("lenet5")[0].__class__.__name__
@@ -189,8 +189,11 @@ def _sentences(path: Path, split: str, tokenizer: Any, batch_size: int) -> Any:
     lines = read_sentences(path)
     if tokenizer is None:
         raise ConfigError(f"{path} is a sentences file: it needs a tokenizer, so give a Hugging Face folder as the model")
-    half = max(1, len(lines) // 2) if len(lines) > 1 else 1
-    part = lines[:half] if split == "train" else lines[half:] or lines
+    n = len(lines)
+    half = max(1, n // 2) if n > 1 else 1
+    cut = max(1, (n * 2) // 5)  # train: the first 40%; val: the rest of the first half; test: the second half
+    parts = {"train": lines[:cut] if cut < half else lines[:half], "val": lines[cut:half], "test": lines[half:] or lines}
+    part = parts[split] or parts["test"]  # a file too short to hold a validation part validates on the test part
     from torchslim.transformers.embed import calibration_batches
 
     # Plain dicts of the model's keyword arguments: the data protocol's batch form for encoders.
