@@ -31,6 +31,7 @@ _LAZY = {
     "finetune": "torchslim.recovery",
     "compress": "torchslim.recipes",
     "export_onnx": "torchslim.export",
+    "inspect": "torchslim.planning",
 }
 
 __all__ = ["TorchSlimError", "__version__", *_LAZY]

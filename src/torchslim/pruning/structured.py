@@ -18,7 +18,7 @@ import importlib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,8 +28,9 @@ import torch.nn.functional as F
 from torchslim.data.protocol import ModelInput, output_tensor
 from torchslim.errors import CompatibilityError, ConfigError, TargetError, require
 from torchslim.layer_report import Report
+from torchslim.methods import one_line
 from torchslim.modes import unfused_attention
-from torchslim.pruning._common import example_input, profile, to_batches
+from torchslim.pruning._common import copy_model, example_input, profile, to_batches
 from torchslim.pruning.config import StructuredConfig
 from torchslim.pruning.unstructured import normalize_targets
 from torchslim.targets import resolve_targets
@@ -189,11 +190,7 @@ def prune_structured(
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     for prm in model.parameters():
         prm.requires_grad_(True)
-    try:
-        with unfused_attention():
-            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example.example())
-    except Exception as exc:  # Torch-Pruning raises plain errors from tracing
-        raise CompatibilityError(f"Torch-Pruning could not trace this model for structured pruning: {type(exc).__name__}: {exc}") from exc
+    dg = _build_graph(tp, model, example)
 
     if batches is not None:
         model.zero_grad(set_to_none=True)
@@ -207,7 +204,7 @@ def prune_structured(
     for group in _all_groups(dg, model, ignored, names, skipped):
         root, handler = group[0].dep.target.module, group[0].dep.handler
         name = names.get(root, str(root))
-        members = [names.get(dep.target.module, "?") for dep, _ in group if dg.is_out_channel_pruning_fn(dep.handler)]
+        members = _group_members(dg, group, names)[0]
         channels = dg.get_out_channels(root)
         ch_groups = _channel_groups(group, names, name, channels)
         ratio = min(ratios[n] for n in members if n in ratios) if any(n in ratios for n in members) else config.ratio
@@ -318,6 +315,33 @@ def prune_structured(
     return model, report
 
 
+def _build_graph(tp: Any, model: nn.Module, example: ModelInput) -> Any:
+    """Torch-Pruning's dependency graph of ``model`` traced on ``example``, or a
+    :class:`CompatibilityError` saying why it could not be traced."""
+    try:
+        with unfused_attention():
+            return tp.DependencyGraph().build_dependency(model, example_inputs=example.example())
+    except Exception as exc:  # Torch-Pruning raises plain errors from tracing
+        raise CompatibilityError(f"Torch-Pruning could not trace this model for structured pruning: {type(exc).__name__}: {exc}") from exc
+
+
+def _group_members(dg: Any, group: Any, names: dict[nn.Module, str]) -> tuple[list[str], list[str]]:
+    """The layers (or bare parameters) of ``group`` that lose output channels, and those that lose input channels."""
+    pnames = {p: n for n, p in dg.model.named_parameters()}
+    outs: dict[str, None] = {}
+    ins: dict[str, None] = {}
+    for dep, _ in group:
+        m = dep.target.module
+        name = names.get(m) or pnames.get(m)
+        if name is None:  # an op Torch-Pruning follows (elementwise, reshape, concat), not a layer
+            continue
+        if dg.is_out_channel_pruning_fn(dep.handler):
+            outs[name] = None
+        elif dg.is_in_channel_pruning_fn(dep.handler):
+            ins[name] = None
+    return list(outs), [n for n in ins if n not in outs]
+
+
 def _emptied_member(dg: Any, group: Any, names: dict[nn.Module, str]) -> str | None:
     """The first layer (or bare parameter) of ``group`` that would lose all of its channels, as
     Torch-Pruning's ``check_pruning_group`` decides it, named with what it would lose."""
@@ -390,3 +414,216 @@ def _all_groups(dg: Any, model: nn.Module, ignored: list[nn.Module], names: dict
                     prunable = False
         if prunable:
             yield group
+
+
+# ----------------------------------------------------------------------------- what a model allows
+TRIAL_RATIO = 0.5  # the share of each group's channels the trial of channel_groups removes at most
+
+
+@dataclass
+class ChannelGroup:
+    """One coupled channel group: the layers that lose output channels with ``root``'s and those
+    that lose input channels, and what removing channels from it did in the trial."""
+
+    root: str
+    outputs: list[str]
+    inputs: list[str]
+    channels: int
+    slices: int = 1  # equal slices that each lose the same positions (grouped conv, heads)
+    removed: int = 0  # channels of the root the estimate removed (0: none)
+    reason: str | None = None  # why no channel of the group can go (None: the group prunes)
+    width_note: str | None = None  # the group prunes, but only to some widths: which trial broke the forward
+
+    @property
+    def members(self) -> list[str]:
+        return [*self.outputs, *(n for n in self.inputs if n not in self.outputs)]
+
+
+@dataclass
+class ChannelGroups:
+    """Every channel group of a model (see :func:`channel_groups`), or why there are none."""
+
+    groups: list[ChannelGroup] = field(default_factory=list)
+    kept_whole: dict[str, str] = field(default_factory=dict)  # root layer -> why Torch-Pruning cannot follow its group
+    output_layers: list[str] = field(default_factory=list)
+    error: str | None = None  # the model could not be traced: no group at all
+    max_ratio: float = TRIAL_RATIO
+    macs_before: int | None = None
+    macs_after: int | None = None
+    params_before: int = 0
+    params_after: int = 0
+
+    def group_of(self, name: str) -> ChannelGroup | None:
+        """The group that removes ``name``'s output channels, else the first that removes its inputs."""
+        for g in self.groups:
+            if name in g.outputs:
+                return g
+        return next((g for g in self.groups if name in g.inputs), None)
+
+
+def channel_groups(model: nn.Module, example: ModelInput, max_ratio: float = TRIAL_RATIO) -> ChannelGroups:
+    """Every coupled channel group of ``model``, each tried on a copy; ``model`` is not modified.
+
+    The groups are those :func:`prune_structured` prunes (Torch-Pruning's dependency graph traced
+    on ``example``; layers producing the model output never lose output channels). Each group is
+    tried as :class:`StructuredConfig` prunes it (the channels of lowest L1 importance, the same
+    positions in every slice), twice, with the model run after each group: removing ``max_ratio``
+    of its channels (one per slice where that would empty a coupled layer), and removing one.
+    A group whose removals both break the forward (code relying on the width) cannot be pruned;
+    one where only one of them does prunes to some widths only (``width_note``). ``macs_after`` /
+    ``params_after`` are the copy's after the first trial, every group that allows it pruned.
+
+    >>> import torch
+    >>> from torchslim.data.protocol import ModelInput
+    >>> m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    >>> cg = channel_groups(m, ModelInput((torch.randn(1, 3, 8, 8),)))
+    >>> [(g.root, g.members, g.removed) for g in cg.groups], cg.output_layers
+    ([('0', ['0', '1', '3'], 4)], ['3'])
+    """
+    import warnings
+
+    tp = require("torch_pruning", "prune")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Torch-Pruning warns about every bare parameter it meets
+        return _GroupTrial(tp, model, example, max_ratio).run()
+
+
+class _GroupTrial:
+    def __init__(self, tp: Any, model: nn.Module, example: ModelInput, max_ratio: float) -> None:
+        self.tp, self.model, self.example, self.max_ratio = tp, model, example, max_ratio
+
+    def _fresh(self) -> tuple[nn.Module, Any, dict[nn.Module, str]]:
+        work = copy_model(self.model).eval()
+        for prm in work.parameters():  # Torch-Pruning follows autograd: frozen parameters would hide layers
+            prm.requires_grad_(True)
+        return work, _build_graph(self.tp, work, self.example), {m: n for n, m in work.named_modules()}
+
+    def run(self) -> ChannelGroups:
+        prof = profile(self.model, self.example)
+        res = ChannelGroups(output_layers=prof.output_layers, max_ratio=self.max_ratio, macs_before=prof.macs,
+                            params_before=sum(p.numel() for p in self.model.parameters()))  # fmt: skip
+        try:
+            work, dg, names = self._fresh()
+        except CompatibilityError as exc:
+            cause = exc.__cause__ or exc
+            res.error = (f"Torch-Pruning could not trace {type(self.model).__name__} to find its channel groups "
+                         f"({type(cause).__name__}: {one_line(cause, 200)})")  # fmt: skip
+            return res
+        ignored = [m for n, m in work.named_modules() if n in res.output_layers]
+        importance = _importance(self.tp, "l1")
+        limit = _index_limit(work)
+        plans: list[tuple[ChannelGroup, list[int], list[int]]] = []
+        for group in _all_groups(dg, work, ignored, names, res.kept_whole):
+            root_m, handler = group[0].dep.target.module, group[0].dep.handler
+            outs, ins = _group_members(dg, group, names)
+            g = ChannelGroup(names.get(root_m, str(root_m)), outs, ins, dg.get_out_channels(root_m))
+            res.groups.append(g)
+            try:
+                g.slices = _channel_groups(group, names, g.root, g.channels)
+                planned = self._plan(dg, group, root_m, handler, g, importance, names, limit)
+            except CompatibilityError as exc:
+                g.reason = one_line(exc, 300)
+                continue
+            except Exception as exc:  # noqa: BLE001 - Torch-Pruning's own failures on couplings it does not model
+                g.reason = f"Torch-Pruning cannot follow the channels of {g.root}'s group ({type(exc).__name__}: {one_line(exc, 160)})"
+                continue
+            if planned is not None:
+                plans.append((g, *planned))
+        res.kept_whole = {n: one_line(why, 300) for n, why in res.kept_whole.items()}
+        widest, broke_wide = self._trial([(g, wide) for g, wide, _ in plans], (work, dg))
+        narrow = [(g, one) for g, wide, one in plans if len(one) < len(wide)]
+        broke_one = self._trial(narrow)[1] if narrow else {}
+        for g, wide, one in plans:
+            wide_err = broke_wide.get(g.root)
+            one_err = broke_one.get(g.root) if len(one) < len(wide) else wide_err
+            if wide_err is None:
+                g.removed = len(wide)
+                if one_err is not None:
+                    g.width_note = f"removing a single channel {one_err}: only some widths work (StructuredConfig round_to)"
+            elif one_err is None:
+                g.width_note = f"removing {len(wide)} of {g.channels} channels {wide_err}; removing {len(one)} works"
+            else:
+                relies = ": its code relies on that width" if wide_err.startswith("breaks") else ""
+                g.reason = f"removing channels of {g.root}'s group {wide_err}{relies}"
+        if widest is not None:
+            after = profile(widest, self.example)
+            res.macs_after, res.params_after = after.macs, sum(p.numel() for p in widest.parameters())
+        return res
+
+    def _plan(self, dg: Any, group: Any, root_m: nn.Module, handler: Any, g: ChannelGroup, importance: Any,
+              names: dict[nn.Module, str], limit: int) -> tuple[list[int], list[int]] | None:  # fmt: skip
+        """The channels the trials remove from ``g`` (the most, and one per slice; every slice the
+        same positions), or ``None`` with ``g.reason`` set when none can go."""
+        per = g.channels // g.slices
+        if per < 2:
+            g.reason = f"{g.root} has {g.channels} channels in {g.slices} slice(s): removing one would empty a slice"
+            return None
+        score = importance(group)
+        if score is None or score.numel() != g.channels:
+            raise CompatibilityError(f"layer {g.root}: Torch-Pruning's importance does not cover its {g.channels} channels; this coupling is unsupported")
+        order = torch.argsort(score.detach().float().cpu().view(g.slices, -1).mean(0)).tolist()
+
+        def idxs(n: int) -> list[int]:
+            return [i + s * per for s in range(g.slices) for i in order[:n]]
+
+        # The most channels, else one per slice: Torch-Pruning's group walk is slow on some models
+        # (seconds per call on Swin), so the estimate does not search the widths in between.
+        for n in dict.fromkeys((max(1, int(self.max_ratio * per)), 1)):
+            with _bounded_index_mapping(limit):
+                member = _emptied_member(dg, dg.get_pruning_group(root_m, handler, idxs(n)), names)
+            if member is None:
+                return idxs(n), idxs(1)
+        g.reason = f"removing any channel of {g.root} would remove {member} (Torch-Pruning maps its channels onto fewer ones)"
+        return None
+
+    def _trial(self, plans: list[tuple[ChannelGroup, list[int]]], start: tuple[nn.Module, Any] | None = None
+               ) -> tuple[nn.Module | None, dict[str, str]]:  # fmt: skip
+        """Remove each group's channels from one copy in turn, running the model after each;
+        returns the copy (``None`` if it was lost) and ``{root: the error}`` for groups that broke it."""
+        work, dg = start if start is not None else self._fresh()[:2]
+        done: list[tuple[ChannelGroup, list[int]]] = []
+        broke: dict[str, str] = {}
+        with torch.no_grad():
+            want = _output_shapes(self.example(work))
+        for k, (g, idxs) in enumerate(plans):
+            step = "fails inside Torch-Pruning"
+            try:
+                with torch.no_grad():
+                    self._prune(dg, work, g.root, idxs)
+                    step = "breaks the model's forward"
+                    got = _output_shapes(self.example(work))
+                if got != want:  # a layer whose output reaches the model's through an op (tanh, softmax)
+                    raise _OutputChanged(f"changes the model's output shapes from {want} to {got}")
+            except Exception as exc:  # noqa: BLE001 - the model's code may rely on the width: any error, named
+                broke[g.root] = str(exc) if isinstance(exc, _OutputChanged) else f"{step} ({type(exc).__name__}: {one_line(exc, 160)})"
+                try:  # the half-pruned copy is lost: a fresh one, with the groups that worked removed again
+                    work, dg, _ = self._fresh()
+                    for d, d_idxs in done:
+                        self._prune(dg, work, d.root, d_idxs)
+                except Exception as again:  # noqa: BLE001 - never expected; the untried groups say so
+                    for rest, _ in plans[k + 1 :]:
+                        broke[rest.root] = f"not tried: rebuilding the trial copy failed ({type(again).__name__}: {one_line(again, 120)})"
+                    return None, broke
+                continue
+            done.append((g, idxs))
+        return work, broke
+
+    @staticmethod
+    def _prune(dg: Any, work: nn.Module, root: str, idxs: list[int]) -> None:
+        m = work.get_submodule(root)
+        dg.get_pruning_group(m, dg.get_pruner_of_module(m).prune_out_channels, idxs).prune()
+
+
+class _OutputChanged(Exception):
+    pass
+
+
+def _output_shapes(out: Any) -> list[list[int]]:
+    """The shapes of the tensors a model returns (a tensor, a tuple, a dict or a ModelOutput)."""
+    if isinstance(out, torch.Tensor):
+        return [list(out.shape)]
+    if isinstance(out, dict) or (hasattr(out, "values") and callable(out.values)):
+        out = list(out.values())
+    if isinstance(out, tuple | list):
+        return [s for v in out for s in _output_shapes(v)]
+    return []

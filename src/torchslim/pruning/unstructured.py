@@ -255,6 +255,17 @@ def masks_from_scores(
     return masks
 
 
+def nm_unfit(w: torch.Tensor, m: int) -> str | None:
+    """Why a weight cannot take N:M sparsity in groups of ``m`` input weights (``None``: it can).
+
+    >>> nm_unfit(torch.zeros(8, 6), 4)
+    '6 input channels are not a multiple of m=4'
+    """
+    if w.dim() < 2 or w.shape[1] % m:
+        return f"{w.shape[1] if w.dim() > 1 else w.numel()} input channels are not a multiple of m={m}"
+    return None
+
+
 def nm_mask(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keep the ``n`` largest |w| in each group of ``m`` consecutive input weights (channels-last).
 
@@ -350,9 +361,8 @@ def prune_unstructured(
         n, m = n_m
         keep_ts = []
         for t in ts:
-            w = effective(t.module, param)
-            if w.dim() < 2 or w.shape[1] % m:
-                reason = f"{w.shape[1] if w.dim() > 1 else w.numel()} input channels are not a multiple of m={m}"
+            reason = nm_unfit(effective(t.module, param), m)
+            if reason is not None:
                 if t.name in explicit:
                     raise TargetError(f"layer {t.name} cannot take {n}:{m} sparsity: {reason}")
                 nm_skipped[t.name] = reason

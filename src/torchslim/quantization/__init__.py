@@ -26,6 +26,7 @@ from typing import Any
 
 from torchslim.methods import CALIBRATION, ON_FLOAT_WEIGHTS, QUANTIZED, TRAINING, register_method
 from torchslim.quantization import api as _api
+from torchslim.quantization import applies as _applies
 from torchslim.quantization.api import check_not_quantized, quantize
 from torchslim.quantization.codecs import register_all as _register_codecs
 from torchslim.quantization.config import (
@@ -56,7 +57,8 @@ from torchslim.quantization.static_modules import QConv2d, QLinear, QTensor
 
 # One entry per method: quantize() dispatches on the config's type, recipes and the CLI use the
 # name (the config's ``method``). Every method ends in low-precision or integer layers (QAT
-# converts at its end); the codecs rebuild those layers from a checkpoint.
+# converts at its end); the codecs rebuild those layers from a checkpoint. ``applies`` says which
+# layers a method can take and why not (torchslim.inspect reads it; see quantization/applies.py).
 def _register(cls: type[QuantConfig], handler: Any, **kw: Any) -> None:
     register_method(cls, verb="quantize", handler=handler, produces={QUANTIZED}, forbidden_after=ON_FLOAT_WEIGHTS,
                     codecs=_register_codecs, **kw)  # fmt: skip
@@ -64,10 +66,13 @@ def _register(cls: type[QuantConfig], handler: Any, **kw: Any) -> None:
 
 _register(FP16Config, _api.cast_method, accepts_targets=False)
 _register(BF16Config, _api.cast_method, accepts_targets=False)
-_register(DynamicInt8Config, _api.dynamic_int8_method)
+_register(DynamicInt8Config, _api.dynamic_int8_method,
+          applies=_applies.int8_dynamic, applies_detail=_applies.int8_dynamic_detail)  # fmt: skip
 _register(SeedDynamicConfig, _api.seed_dynamic_method, accepts_targets=False)
-_register(StaticInt8Config, _api.static_int8_method, needs={CALIBRATION})
-_register(WeightOnlyConfig, _api.weight_only_method)
+_register(StaticInt8Config, _api.static_int8_method, needs={CALIBRATION},
+          applies=_applies.int8_static, applies_detail=_applies.int8_static_detail)  # fmt: skip
+_register(WeightOnlyConfig, _api.weight_only_method,
+          applies=_applies.weight_only, applies_detail=_applies.weight_only_detail)  # fmt: skip
 _register(QATConfig, _api.qat_method, needs={CALIBRATION, TRAINING})
 _register(SmoothQuantConfig, _api.smoothquant_method, needs={CALIBRATION})
 _register(GPTQConfig, _api.gptq_method, needs={CALIBRATION})
