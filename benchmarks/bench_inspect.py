@@ -17,6 +17,7 @@ Writes ``benchmarks/results/inspect.json`` (``rows``: one per model) and ``inspe
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -119,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown model(s) {unknown}; choose from {zoo.MODELS}")
     setup()
+    load_before = [round(x, 2) for x in os.getloadavg()]
     rows = []
     for name in models:
         with tempfile.TemporaryDirectory(prefix=f"inspect_{name}_") as d:
@@ -130,8 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         "check_errors": sum(r.get("check_errors", 0) for r in rows),
     }  # fmt: skip
     summary["bar_met"] = summary["crashes"] == 0 and summary["cannot_lines"] == summary["cannot_lines_naming_op_and_reason"]
+    # wall_s is only comparable on a quiet CPU: the load averages say whether other jobs shared it
+    load = {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()], "cores": os.cpu_count()}
     write_results("inspect", rows, notes=NOTES, columns=COLUMNS,
-                  extra={"summary": summary, "src_state": zoo.src_state(), "resolution": zoo.RES})  # fmt: skip
+                  extra={"summary": summary, "load_average": load, "src_state": zoo.src_state(), "resolution": zoo.RES})  # fmt: skip
     md = zoo.RESULTS / "inspect.md"
     md.write_text(md.read_text() + "\n## Summary\n\n" + "\n".join(f"- {k}: {v}" for k, v in summary.items()) + "\n")
     print(summary)
