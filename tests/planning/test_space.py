@@ -6,7 +6,14 @@ import torch.nn as nn
 
 from torchslim.errors import ConfigError
 from torchslim.models import create_model
-from torchslim.planning.space import Choice, build, make_space, quant_step, steps_for, stored_weight_bytes
+from torchslim.planning.space import (
+    Choice,
+    build,
+    make_space,
+    quant_step,
+    steps_for,
+    stored_weight_bytes,
+)
 from torchslim.recipes.measure import saved_file_size
 from torchslim.recipes.recipe import load_recipe
 

@@ -273,8 +273,10 @@ def plan(
     name = metric_name(metric)
     pick = key or "value"
 
+    reference = _Memo(teacher)  # fidelity / output_error compare with the FP32 outputs: computed once per batch
+
     def score(m: nn.Module) -> float:
-        res = compute_metric(m.eval(), val, metric, reference=teacher)
+        res = compute_metric(m.eval(), val, metric, reference=reference)
         if pick not in res:
             raise ConfigError(f"metric {name!r} has no figure {pick!r}; it gives {sorted(k for k in res if k != 'metric')}")
         return float(res[pick])
@@ -336,9 +338,11 @@ def plan(
 
         t0 = time.perf_counter()
         prunes = finetune is not None and space.prune_method is not None
-        stretch = 4.0 if prunes else 1.5
-        path = greedy_path(space, sens, cost_model, limit=budget * stretch)
-        levels = [budget * f for f in (0.25, 0.5, 1.0, 2.0, 3.0, 4.0) if f <= stretch]
+        stretch = 8.0 if prunes else 1.5
+        # With fine-tuning the whole path matters: a point that loses points before fine-tuning may
+        # recover them, and each point is the sensitivity's best allocation for its cost.
+        path = greedy_path(space, sens, cost_model, limit=math.inf if prunes else budget * stretch)
+        levels = [budget * f for f in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0) if f <= stretch]
         picks = [a for a in pick_along(path, levels) if any(c != NONE for c in a.values())]
         for i, a in enumerate(picks):
             measure(a, "greedy", f"greedy #{i + 1}: {_describe(a)}")
@@ -358,19 +362,24 @@ def plan(
         # -- finalists: fine-tuned when they prune, then the cheapest within the budget
         t0 = time.perf_counter()
         front = pareto(records, "cost", "drop")  # uniform configurations compete too: the plan may be one
-        limit = budget * stretch
-        eligible = [r for r in front if r["drop"] <= limit]
         chosen_model: nn.Module | None = None
         pool: list[tuple[dict[str, Any], nn.Module | None]] = [(r, None) for r in front if r["drop"] <= budget]
         if prunes:  # fine-tuning may recover what pruning lost; the un-tuned points stay in the pool (it can also hurt)
-            for r in _spread(eligible, finalists, budget):
-                if not any(p > 0 for p, _ in r["assignment"].values()):
-                    continue  # nothing pruned: the recipe has no fine-tuning step for it
-                full = {n: Choice(*r["assignment"].get(n, (0.0, FLOAT))) for n in space.layers}
+
+            def tune(point: tuple[Assignment, float, float]) -> bool:
+                full = {n: point[0].get(n, NONE) for n in space.layers}
                 m = _run_steps(model, steps_for(model, space, full, finetune), ctx, calibration_samples)
-                rec = measure(full, "finetuned", f"{r['label']} + fine-tuning", m=m)
-                rec["from"] = r["label"]
+                rec = measure(full, "finetuned", f"path point {path.index(point)}/{len(path) - 1}: {_describe(full)} "
+                              "+ fine-tuning", m=m)  # fmt: skip
+                rec["from"] = f"greedy path point {path.index(point)} (predicted drop before fine-tuning {point[1]:.3g})"
                 pool.append((rec, m))
+                return rec["drop"] <= budget
+
+            # fine-tune path points cheaper than the cheapest point already within the budget (predicted cost)
+            safe = min((cost_model({n: Choice(*r["assignment"].get(n, (0.0, FLOAT))) for n in space.layers})
+                        for r, _ in pool), default=math.inf)  # fmt: skip
+            cheaper = [p for p in path if p[2] < safe and any(c.prune > 0 for c in p[0].values())]
+            _bisect(cheaper, finalists, tune)
         ok = [(r, m) for r, m in pool if r["drop"] <= budget]
         best, chosen_model = min(ok, key=lambda t: (t[0]["cost"], t[0]["drop"])) if ok else (None, None)
         phases["finalists_s"] = time.perf_counter() - t0
@@ -429,6 +438,31 @@ def _printer() -> Callable[[str], None]:
     return lambda s: con.print(s, highlight=False)
 
 
+class _Memo(nn.Module):
+    """The FP32 reference model, its outputs remembered by the content of the inputs (every candidate
+    is scored on the same validation batches, so the reference runs once per batch, not per candidate)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self._seen: dict[str, Any] = {}
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        h = hashlib.sha1()
+        for k, v in [*enumerate(args), *sorted(kwargs.items())]:
+            h.update(str(k).encode())
+            if isinstance(v, torch.Tensor):
+                h.update(str((v.dtype, tuple(v.shape))).encode())
+                h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            else:
+                h.update(repr(v).encode())
+        key = h.hexdigest()
+        if key not in self._seen:
+            with torch.inference_mode():
+                self._seen[key] = self.model(*args, **kwargs)
+        return self._seen[key]
+
+
 def _same_on_every_rank(model: nn.Module) -> nn.Module:
     """Under torchrun, rank 0's weights on every rank (a model built with random weights differs per
     process); the caller's model is not modified."""
@@ -481,18 +515,20 @@ def _uniform_choices(space: Space) -> list[Choice]:
     return [Choice(r, b) for r in ratios for b in bits if Choice(r, b) != NONE]
 
 
-def _spread(front: list[dict[str, Any]], k: int, budget: float) -> list[dict[str, Any]]:
-    """``k`` points of a cost-sorted front: the cheapest already within the budget, and the rest spread
-    over the cheaper (fine-tuning may recover their loss)."""
-    front = sorted(front, key=lambda r: r["cost"])
-    safe = [r for r in front if r["drop"] <= budget]
-    out = [safe[0]] if safe else []
-    rest = [r for r in front if r not in out and (not safe or r["cost"] < safe[0]["cost"])]
-    need = k - len(out)
-    if need > 0 and rest:
-        step = max(1, len(rest) // need)
-        out += rest[::step][:need]
-    return out
+def _bisect(points: list[tuple[Assignment, float, float]], k: int, within: Callable[[Any], bool]) -> None:
+    """Fine-tune at most ``k`` of the path ``points`` by bisection over their cost: a point that ends
+    within the budget sends the search to cheaper points, one that does not to safer ones
+    (fine-tuning is the expensive step, so it goes where the answer is still open)."""
+    pts = sorted(points, key=lambda p: p[2])
+    lo, hi = 0, len(pts) - 1
+    for _ in range(k):
+        if lo > hi:
+            return
+        mid = (lo + hi) // 2
+        if within(pts[mid]):
+            hi = mid - 1
+        else:
+            lo = mid + 1
 
 
 def _run_steps(model: nn.Module, steps: list[dict[str, Any]], ctx: Any, calibration_samples: int) -> nn.Module:

@@ -112,15 +112,18 @@ def greedy_path(space: Space, sens: Sensitivity, cost: CostModel, *, limit: floa
     return path
 
 
-def pick_along(path: Sequence[tuple[Assignment, float, float]], levels: Sequence[float]) -> list[Assignment]:
-    """For each drop level, the cheapest path point predicted within it (deduplicated, in path order)."""
-    chosen: list[int] = []
+def pick_along(path: Sequence[tuple[Assignment, float, float]], levels: Sequence[float], spread: int = 8) -> list[Assignment]:
+    """Path points to build and score: for each drop level the cheapest point predicted within it,
+    plus ``spread`` points evenly spaced along the path up to the highest level (the additive
+    prediction often misjudges mixes; real scores decide). Deduplicated, in path order."""
+    chosen: set[int] = set()
     for lv in levels:
         ok = [i for i, (_, d, _) in enumerate(path) if d <= lv]
         if ok:
-            i = max(ok, key=lambda j: -path[j][2])
-            if i not in chosen:
-                chosen.append(i)
+            chosen.add(min(ok, key=lambda j: path[j][2]))
+    last = max((i for i, (_, d, _) in enumerate(path) if d <= max(levels, default=0.0)), default=0)
+    if spread > 0 and last > 0:
+        chosen.update(round(last * k / spread) for k in range(1, spread + 1))
     return [path[i][0] for i in sorted(chosen)]
 
 
@@ -139,7 +142,9 @@ def evolve(
     optuna: Any = require("optuna", "plan")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     labels = {n: {_key(c): c for c in space.options(n)} for n in space.layers}
-    sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(16, trials // 2 or 4)))
+    # The first generation is the seeds (the greedy path's measured points), so the generations after it
+    # cross and mutate good mixes instead of sampling 20-odd layers at random.
+    sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, len(seeds)))
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     for s in seeds:
         study.enqueue_trial({n: _key(c) for n, c in s.items()})

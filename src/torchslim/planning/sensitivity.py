@@ -108,7 +108,7 @@ class Sensitivity:
 def _tensor_digest(h: Any, t: torch.Tensor) -> None:
     t = t.detach().cpu().contiguous()
     h.update(str((t.dtype, tuple(t.shape))).encode())
-    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
 
 
 def model_digest(model: nn.Module) -> str:
