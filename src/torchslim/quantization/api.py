@@ -158,7 +158,20 @@ def _static_plan(model: nn.Module, config: StaticInt8Config | QATConfig, call: M
         rr = "none" if qmodules._has_vnni() else "weights"
     prec = Precision(config.weight_bits, config.activation_bits, rr, config.per_channel, config.symmetric)
     _check_range(prec)
-    return _resolve(model, call.targets, (nn.Conv2d, nn.Linear)), prec
+    layers = _resolve(model, call.targets, (nn.Conv2d, nn.Linear))
+    from torchslim.quantization.applies import static_conv_unfit
+
+    mods = dict(model.named_modules())
+    for name in list(layers):
+        why = static_conv_unfit(mods[name]) if isinstance(mods[name], nn.Conv2d) else None
+        if why is None:
+            continue
+        if name in (call.targets or {}):
+            raise TargetError(f"cannot quantize {name}: {why}; remove it from targets")
+        del layers[name]  # computed in float, said in the report (zero-padding it would change its output)
+        if call.report is not None:
+            call.report.add(name, "Conv2d", "skipped", f"{why}; kept in float")
+    return layers, prec
 
 
 def static_int8_method(model: nn.Module, config: StaticInt8Config, call: MethodCall) -> tuple[nn.Module, Report]:
