@@ -94,3 +94,20 @@ def test_validation_data_must_not_be_the_test_data():
     splits = {"train": loader, "test": loader}
     with pytest.raises(DataError, match="has none"):
         plan(create_model("lenet300"), splits, max_drop=1.0, **FAST)
+
+
+def test_a_model_nothing_can_compress_is_told_so():
+    class Lookup(torch.nn.Module):  # only the output layer holds channels, and structured pruning keeps it
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.EmbeddingBag(50, 8)
+            self.fc = torch.nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(self.emb(x))
+
+    x = torch.randint(0, 50, (40, 5))
+    y = torch.randint(0, 3, (40,))
+    splits = {s: [(x[i : i + 10], y[i : i + 10]) for i in range(k, k + 20, 10)] for s, k in (("train", 0), ("val", 20))}
+    with pytest.raises(BudgetError, match="nothing in this model could be compressed for objective 'macs'.*fc "):
+        plan(Lookup().eval(), splits, max_drop=1.0, objective="macs", **FAST)

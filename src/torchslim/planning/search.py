@@ -74,9 +74,12 @@ def predicted_drop(sens: Sensitivity, assign: Assignment) -> float | None:
     return total
 
 
-def greedy_path(space: Space, sens: Sensitivity, cost: CostModel, *, limit: float) -> list[tuple[Assignment, float, float]]:
+def greedy_path(space: Space, sens: Sensitivity, cost: CostModel, *, limit: float,
+                prune_weight: float = 1.0) -> list[tuple[Assignment, float, float]]:  # fmt: skip
     """``[(assignment, predicted drop, predicted cost)]`` from nothing compressed until the predicted
-    drop passes ``limit`` or nothing more can be compressed."""
+    drop passes ``limit`` or nothing more can be compressed. ``prune_weight`` < 1 orders the moves for
+    a recipe that fine-tunes after pruning (and quantizes after it): a pruning loss is partly
+    recovered, a quantization loss is not."""
     state: Assignment = {n: NONE for n in space.layers}
     drops = {n: 0.0 for n in space.layers}
     cur_cost = cost(state)
@@ -88,7 +91,7 @@ def greedy_path(space: Space, sens: Sensitivity, cost: CostModel, *, limit: floa
             for c in space.options(n):
                 if not _stronger(state[n], c):
                     continue
-                d = sens.predicted_drop(n, c)
+                d = sens.predicted_drop(n, c, prune_weight)
                 if d is None:
                     continue
                 trial = {**state, n: c}

@@ -71,18 +71,19 @@ class Sensitivity:
     def get(self, layer: str, choice: Choice) -> Entry | None:
         return self._index.get((layer, choice))
 
-    def predicted_drop(self, layer: str, choice: Choice) -> float | None:
-        """One layer's drop at ``choice``: pruning and precision measured alone, added (None: not buildable)."""
+    def predicted_drop(self, layer: str, choice: Choice, prune_weight: float = 1.0) -> float | None:
+        """One layer's drop at ``choice``: pruning and precision measured alone, added (None: not buildable).
+        ``prune_weight`` scales the pruning part (fine-tuning after pruning recovers much of it)."""
         if choice == NONE:
             return 0.0
         total = 0.0
-        for part in (Choice(choice.prune, FLOAT), Choice(0.0, choice.bits)):
+        for part, weight in ((Choice(choice.prune, FLOAT), prune_weight), (Choice(0.0, choice.bits), 1.0)):
             if part == NONE:
                 continue
             e = self.get(layer, part)
             if e is None or e.drop is None:
                 return None
-            total += max(e.drop, 0.0)
+            total += weight * max(e.drop, 0.0)
         return total
 
     def to_dict(self) -> dict[str, Any]:
