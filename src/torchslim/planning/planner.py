@@ -355,9 +355,9 @@ def plan(
         # With fine-tuning the whole path matters: a point that loses points before fine-tuning may
         # recover them, and each point is the sensitivity's best allocation for its cost.
         path = greedy_path(space, sens, cost_model, limit=math.inf if prunes else budget * stretch,
-                           prune_weight=PRUNE_RECOVERY if prunes else 1.0)  # fmt: skip
+                           resolution=budget * 1e-3, prune_weight=PRUNE_RECOVERY if prunes else 1.0)  # fmt: skip
         levels = [budget * f for f in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0) if f <= stretch]
-        picks = [a for a in pick_along(path, levels) if any(c != NONE for c in a.values())]
+        picks = [a for a in pick_along(path, levels, whole=prunes) if any(c != NONE for c in a.values())]
         for i, a in enumerate(picks):
             measure(a, "greedy", f"greedy #{i + 1}: {_describe(a)}")
         for c in _uniform_choices(space):

@@ -74,17 +74,18 @@ def predicted_drop(sens: Sensitivity, assign: Assignment) -> float | None:
     return total
 
 
-def greedy_path(space: Space, sens: Sensitivity, cost: CostModel, *, limit: float,
+def greedy_path(space: Space, sens: Sensitivity, cost: CostModel, *, limit: float, resolution: float,
                 prune_weight: float = 1.0) -> list[tuple[Assignment, float, float]]:  # fmt: skip
     """``[(assignment, predicted drop, predicted cost)]`` from nothing compressed until the predicted
     drop passes ``limit`` or nothing more can be compressed. ``prune_weight`` < 1 orders the moves for
     a recipe that fine-tunes after pruning (and quantizes after it): a pruning loss is partly
-    recovered, a quantization loss is not."""
+    recovered, a quantization loss is not. ``resolution`` is the smallest drop told apart from none
+    (moves that lose less are ordered by their saving alone)."""
     state: Assignment = {n: NONE for n in space.layers}
     drops = {n: 0.0 for n in space.layers}
     cur_cost = cost(state)
     path = [(dict(state), 0.0, cur_cost)]
-    eps = max(limit, 1e-6) * 1e-3
+    eps = max(resolution, 1e-12)
     while True:
         best: tuple[float, str, Choice, float, float] | None = None
         for n in space.layers:
@@ -115,16 +116,18 @@ def greedy_path(space: Space, sens: Sensitivity, cost: CostModel, *, limit: floa
     return path
 
 
-def pick_along(path: Sequence[tuple[Assignment, float, float]], levels: Sequence[float], spread: int = 8) -> list[Assignment]:
+def pick_along(path: Sequence[tuple[Assignment, float, float]], levels: Sequence[float], spread: int = 8,
+               whole: bool = False) -> list[Assignment]:  # fmt: skip
     """Path points to build and score: for each drop level the cheapest point predicted within it,
-    plus ``spread`` points evenly spaced along the path up to the highest level (the additive
-    prediction often misjudges mixes; real scores decide). Deduplicated, in path order."""
+    plus ``spread`` points evenly spaced along the path up to the highest level (``whole``: along the
+    whole path; the additive prediction often misjudges mixes, real scores decide). Deduplicated, in
+    path order."""
     chosen: set[int] = set()
     for lv in levels:
         ok = [i for i, (_, d, _) in enumerate(path) if d <= lv]
         if ok:
             chosen.add(min(ok, key=lambda j: path[j][2]))
-    last = max((i for i, (_, d, _) in enumerate(path) if d <= max(levels, default=0.0)), default=0)
+    last = len(path) - 1 if whole else max((i for i, (_, d, _) in enumerate(path) if d <= max(levels, default=0.0)), default=0)
     if spread > 0 and last > 0:
         chosen.update(round(last * k / spread) for k in range(1, spread + 1))
     return [path[i][0] for i in sorted(chosen)]
