@@ -63,6 +63,13 @@ class OutputExistsError(TorchSlimError, FileExistsError):
     """An output path exists and ``force`` was not given."""
 
 
+class SpeedError(TorchSlimError, RuntimeError):
+    """A result is slower than a required speed-up (``--require-speedup``); nothing was written.
+
+    The message gives the measured speed-up, the reasons read from the model's layers and what to change.
+    """
+
+
 class BudgetError(TorchSlimError, ValueError):
     """No candidate meets the accuracy budget; the message names the closest one and its drop."""
 

@@ -51,13 +51,43 @@ def test_html_embeds_every_figure_as_png(folder):
 def test_markdown_has_stage_layer_and_bits_tables(folder):
     render_report(folder)
     md = (folder / "report.md").read_text()
-    assert ("| stage | accuracy (%) | file size (B) | compression | latency b1 (ms) | latency b64 (ms) | timed as | MACs "
-            "| sparsity (%) |") in md
-    assert "| 1. prune | 89.5 | 20,000 | 5.0x | 0.1 | 1.5 | eager |" in md
-    assert "| 2. share | 89.4 | 4,000 | 25.0x | 0.1 | 1.5 | compile_int8 |" in md
+    assert ("| stage | accuracy (%) | file size (B) | compression | latency b1 (ms) | latency b64 (ms) | speed-up b1 | "
+            "speed-up b64 | timed as | MACs | sparsity (%) |") in md
+    # a report written before the speed guard: no speed-ups, no speed line
+    assert "| 1. prune | 89.5 | 20,000 | 5.0x | 0.1 | 1.5 | n/a | n/a | eager |" in md
+    assert "| 2. share | 89.4 | 4,000 | 25.0x | 0.1 | 1.5 | n/a | n/a | compile_int8 |" in md
+    assert "Speed:" not in md
     assert "| fc1 | Linear | Linear | 1,000 | 1,000 | 0 | 0.9 | 32 | 5 |" in md
     assert "| fc1 | 1,000 | 10 | 5 | 3.1 | 4 | 2.9 |" in md
     assert "![Weight histograms before and after](figures/weight_histograms.png)" in md
+
+
+@pytest.mark.parametrize("slower", [True, False])
+def test_the_speed_guard_line_is_near_the_top_and_flags_a_slower_result(folder, slower):
+    from torchslim.measure import SpeedCheck
+
+    data = json.loads((folder / "report.json").read_text())
+    check = SpeedCheck(latency_ms=8.89 if slower else 2.0, reference_latency_ms=5.67, batch_size=64, runs=30,
+                       reasons=["unstructured sparsity runs on dense kernels (90% zeros in 2 layers)"],
+                       latency_ms_b1=0.1, reference_latency_ms_b1=0.1)  # fmt: skip
+    data["speed"] = check.as_dict()
+    for st, (b1, b64) in zip(data["stages"], [(1.0, 1.0), (0.98, 0.7), (1.0, check.speedup)], strict=True):
+        st.update(speedup_b1=b1, speedup_b64=b64)
+    (folder / "report.json").write_text(json.dumps(data))
+    render_report(folder)
+    md = (folder / "report.md").read_text()
+    page = (folder / "report.html").read_text()
+    how = "(final model timed interleaved with the input model on this machine, 30 runs per batch size, timed as eager vs eager)"
+    if slower:
+        line = ("SLOWER than FP32 (0.64x at batch 64; 1.00x at batch 1): unstructured sparsity runs on dense kernels "
+                "(90% zeros in 2 layers)")  # fmt: skip
+        assert f"**Speed: {line} {how}**" in md
+        assert f'<p class="speed slower"><strong>Speed:</strong> {line} {how}</p>' in page
+    else:
+        assert f"Speed: 2.83x faster than FP32 at batch 64 (1.00x at batch 1) {how}" in md
+        assert '<p class="speed"><strong>Speed:</strong> 2.83x faster than FP32' in page
+    assert md.index("Speed:") < md.index("## Stages")
+    assert "| 1. prune | 89.5 | 20,000 | 5.0x | 0.1 | 1.5 | 0.98x | 0.70x | eager |" in md
 
 
 def test_missing_or_broken_report_json(tmp_path):

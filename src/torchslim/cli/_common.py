@@ -228,8 +228,11 @@ def verb_data(args: argparse.Namespace, meta: dict[str, Any], needs: frozenset[s
 
 
 def save_verb_result(args: argparse.Namespace, verb: str, kind: str, model: nn.Module, out: Path, meta: dict[str, Any],
-                     config: Any, report: Any, report_json: Path | None) -> None:  # fmt: skip
-    """Save a verb's model with its config and report in the header, write ``--report-json``, print the tables."""
+                     config: Any, report: Any, report_json: Path | None, speed: Any = None) -> None:  # fmt: skip
+    """Save a verb's model with its config and report in the header, write ``--report-json``, print the tables.
+
+    ``speed`` (the :class:`~torchslim.measure.SpeedCheck` of the result against the input model) goes
+    into ``--report-json`` and the table, never into the checkpoint (whose bytes stay reproducible)."""
     from torchslim.checkpoint import save_checkpoint
     from torchslim.io import write_json
 
@@ -239,11 +242,111 @@ def save_verb_result(args: argparse.Namespace, verb: str, kind: str, model: nn.M
         meta={"kind": kind, f"{verb}_config": {"type": config.method, **config.model_dump()}, "report": report.to_dict()},
     )  # fmt: skip
     if report_json is not None:
-        write_json(report_json, report.to_dict())
+        write_json(report_json, {**report.to_dict(), **({"speed": speed.as_dict()} if speed is not None else {})})
     report.print()
     rows = [[k, v] for k, v in report.summary.items() if isinstance(v, int | float) and not isinstance(v, bool)]
     rows.append(["file size (bytes)", out.stat().st_size])
+    rows += speed_rows(speed)
     print_table(f"{verb} {config.method}: {args.model} -> {out}", ["metric", "value"], rows)
+    print_speed(speed)
+
+
+# --- the speed guard on the command line (see torchslim.measure.speed) ---------------------------------
+
+
+def speedup_arg(text: str) -> float:
+    """``--require-speedup``: a number above 0 (argparse turns a bad one into a usage error)."""
+    from torchslim.errors import ConfigError
+    from torchslim.measure.speed import check_required_speedup
+
+    try:
+        return check_required_speedup(float(text), what="--require-speedup")
+    except (ValueError, ConfigError) as exc:
+        msg = str(exc) if isinstance(exc, ConfigError) else f"--require-speedup must be a number above 0, got {text!r}"
+        raise argparse.ArgumentTypeError(msg.replace("--require-speedup must", "must")) from None
+
+
+def add_speed_arg(p: argparse.ArgumentParser, against: str = "the input model") -> None:
+    p.add_argument("--require-speedup", type=speedup_arg, default=None, metavar="X",
+                   help=f"fail (exit 2, nothing written) unless the result runs at least X times as fast as {against} "
+                        "at batch 64 and batch 1, timed interleaved on this machine (1.0: not slower)")  # fmt: skip
+
+
+def speed_rows(speed: Any) -> list[list[Any]]:
+    """Table rows of a speed check: the interleaved speed-ups and the verdict, flagged when slower."""
+    if speed is None:
+        return []
+    ref = speed.reference_name
+    rows: list[list[Any]] = [[f"speed-up vs {ref}, batch {speed.batch_size} (interleaved)", f"{speed.speedup:.2f}x"]]
+    if speed.speedup_b1 is not None:
+        rows.append([f"speed-up vs {ref}, batch 1 (interleaved)", f"{speed.speedup_b1:.2f}x"])
+    b, s = speed.worst
+    flag = (f"[bold red]SLOWER than {ref}: {s:.2f}x at batch {b}[/]" if speed.slower
+            else f"[green]faster than {ref}[/]" if speed.faster else f"[yellow]no faster than {ref}[/]")  # fmt: skip
+    rows.append(["speed", flag])
+    return rows
+
+
+def stage_speedup(stage: dict[str, Any]) -> str:
+    """A recipe stage's ``0.17x / 0.86x`` (batch 1 / batch 64, interleaved with the input model),
+    red when the stage is slower than it."""
+    if stage.get("speedup_b64") is None:
+        return "n/a"
+    text = f"{stage['speedup_b1']:.2f}x / {stage['speedup_b64']:.2f}x"
+    return f"[bold red]{text}[/]" if (stage.get("speed") or {}).get("slower") else text
+
+
+def print_speed(speed: Any, *, none_reason: str | None = None) -> None:
+    """The speed guard's one line below a table: green when faster, red with the reasons when slower."""
+    from rich.markup import escape
+
+    if speed is None:
+        if none_reason:
+            console.print(f"[yellow]speed not measured: {escape(none_reason)}[/]")
+        return
+    style = "bold red" if speed.slower else "green" if speed.faster else "yellow"
+    console.print(f"[{style}]speed: {escape(speed.verdict())}[/]")
+
+
+def example_input(meta: dict[str, Any], data: Any) -> Any:
+    """A ``ModelInput`` to time a model on: the first batch of ``data``, else random inputs of the
+    shape a registered model declares, else None."""
+    import torch
+
+    from torchslim.data.protocol import ModelInput, first_input
+    from torchslim.errors import ConfigError
+    from torchslim.models import get_entry
+
+    if data is not None:
+        return first_input(data)
+    name = meta.get("architecture", {}).get("name")
+    try:
+        shape = get_entry(name).input_shape if name else None
+    except ConfigError:  # not a registered name
+        shape = None
+    if not shape:
+        return None
+    return ModelInput((torch.randn(1, *shape, generator=torch.Generator().manual_seed(0)),))  # the global RNG untouched
+
+
+def no_example_reason(spec: str) -> str:
+    return f"{spec} declares no input shape; pass --data with inputs it takes to time it against the input model"
+
+
+def verb_speed(model: nn.Module, original: nn.Module, example: Any, require: float | None) -> Any:
+    """The result of a verb timed interleaved with its input model (each as the runtime it ships as);
+    :class:`~torchslim.errors.SpeedError` when below ``require``, before anything is written."""
+    from torchslim.measure.speed import speed_check
+    from torchslim.quantization import timed_runtime
+
+    if example is None:
+        return None
+    runtime, name = timed_runtime(model)
+    ref_runtime, ref_name = timed_runtime(original)
+    check = speed_check(model, original, example, runtime=runtime, reference_runtime=ref_runtime, runtime_name=name,
+                        reference_runtime_name=ref_name)  # fmt: skip
+    check.require(require, what="the result")
+    return check
 
 
 def targets_arg(text: str | None, *, example: str, mapping_only: bool = False) -> Any:

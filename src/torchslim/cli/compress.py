@@ -23,6 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST *-ubyte.gz files")
     p.add_argument("--quiet", action="store_true")
+    from torchslim.cli._common import add_speed_arg
+
+    add_speed_arg(p)
     p.set_defaults(func=run)
 
 
@@ -54,7 +57,13 @@ def resolve_model(spec: str, dataset: str, quiet: bool = False) -> tuple[Any, di
 
 
 def run(args: argparse.Namespace) -> int:
-    from torchslim.cli._common import metric_arg, print_table, tokenizer_for
+    from torchslim.cli._common import (
+        metric_arg,
+        print_speed,
+        print_table,
+        stage_speedup,
+        tokenizer_for,
+    )
     from torchslim.io import check_out_dir
     from torchslim.recipes import compress, load_recipe
 
@@ -69,14 +78,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"model: {args.model} ({origin})")
     result = compress(model, recipe, out=args.out, force=args.force, architecture=arch.get("name"),
                       architecture_config=arch.get("config") or None, data_dir=args.data_dir, data=data, metric=metric,
-                      tokenizer=tokenizer_for(meta), quiet=args.quiet)  # fmt: skip
+                      tokenizer=tokenizer_for(meta), quiet=args.quiet, require_speedup=args.require_speedup)  # fmt: skip
     if not args.quiet:
         m = result.stages[0]["metric"]
         rows = [[s["name"], s["metric_value"], s["size_bytes"], f"{s['compression_ratio']:.1f}x", s["latency_ms_b64"],
-                 f"{100 * s['sparsity']:.1f}%"] for s in result.stages]  # fmt: skip
+                 stage_speedup(s), f"{100 * s['sparsity']:.1f}%"] for s in result.stages]  # fmt: skip
         print_table(f"{recipe.settings.name} on {data}",
                     ["stage", "accuracy (%)" if m == "accuracy" else m, "size (B)", "compression", "latency b64 (ms)",
-                     "sparsity"], rows)  # fmt: skip
+                     "speed-up b1 / b64", "sparsity"], rows)  # fmt: skip
+        print_speed(result.speed)
         art = result.data["artifact"]
         print(f"artifact {Path(args.out) / art['file']}: {art['size_bytes']:,} bytes ({art['compression_ratio']:.1f}x); "
               f"report {Path(args.out) / 'report.html'}")  # fmt: skip

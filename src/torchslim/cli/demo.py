@@ -20,11 +20,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="lenet5")
     p.add_argument("--recipe", default=str(REPO / "recipes" / "demo.yaml"))
     p.add_argument("--data-dir", default=None)
+    from torchslim.cli._common import add_speed_arg
+
+    add_speed_arg(p, "the FP32 baseline")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from torchslim.cli._common import console, print_table
+    from torchslim.cli._common import console, print_speed, print_table, stage_speedup
     from torchslim.io import check_out_dir
     from torchslim.training.baseline import baseline_path, get_baseline
 
@@ -36,14 +39,17 @@ def run(args: argparse.Namespace) -> int:
     from torchslim.recipes import compress
 
     console.print(f"[bold]recipe[/] {args.recipe}")
-    res = compress(model, args.recipe, out=out, force=args.force, architecture=args.model, data_dir=args.data_dir)
+    res = compress(model, args.recipe, out=out, force=args.force, architecture=args.model, data_dir=args.data_dir,
+                   require_speedup=args.require_speedup)  # fmt: skip
     base = res.stages[0]
-    cols = ["step", "accuracy %", "size (bytes)", "compression", "latency b1 (ms)", "latency b64 (ms)", "MACs", "sparsity"]
+    cols = ["step", "accuracy %", "size (bytes)", "compression", "latency b1 (ms)", "latency b64 (ms)",
+            "speed-up b1 / b64", "MACs", "sparsity"]  # fmt: skip
     rows = [
         [st["name"], st["metric_value"], st["size_bytes"], base["size_bytes"] / st["size_bytes"], st["latency_ms_b1"],
-         st["latency_ms_b64"], st.get("macs"), st["sparsity"]]
+         st["latency_ms_b64"], stage_speedup(st), st.get("macs"), st["sparsity"]]
         for st in res.stages
     ]  # fmt: skip
     print_table(f"torchslim demo: {args.model} on the Fashion-MNIST test set (10,000 images)", cols, rows)
+    print_speed(res.speed)
     console.print(f"report: {out / 'report.html'} (also report.md, metrics.json; artifact {out / 'model.safetensors'})")
     return 0

@@ -50,8 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", default=None, help='JSON: a list of layer names/patterns, or {"name": amount or null}')
     p.add_argument("--calib-samples", type=int, default=256, help="samples of the data set's train split")
     p.add_argument("--report-json", default=None, help="also write the per-layer report to this JSON file")
-    from torchslim.cli._common import add_data_args
+    from torchslim.cli._common import add_data_args, add_speed_arg
 
+    add_speed_arg(p)
     add_data_args(p, default=None)  # only calibrated methods and unregistered models read data (fashion-mnist if none)
     p.set_defaults(func=run)
 
@@ -90,12 +91,17 @@ def run(args: argparse.Namespace) -> int:
 
     from torchslim.cli._common import (
         checkpoint_out,
+        example_input,
         load_model_arg,
+        no_example_reason,
+        print_speed,
         save_verb_result,
         side_out,
         targets_arg,
         verb_data,
+        verb_speed,
     )
+    from torchslim.errors import ConfigError
     from torchslim.methods import method_named
     from torchslim.pruning import make_permanent, prune
 
@@ -108,9 +114,15 @@ def run(args: argparse.Namespace) -> int:
     needs = method_named(args.method, "prune").needs
     load = args.dataset is not None or entry_shape is None or bool(needs)
     calib, train, val = verb_data(args, meta, needs) if load else (None, None, None)
+    example = example_input(meta, calib)  # what the result is timed on against the input model
+    if example is None and args.require_speedup is not None:
+        raise ConfigError(f"--require-speedup: {no_example_reason(args.model)}")
     pruned, report = prune(model, config, targets=targets, calib_data=calib, train_data=train, val_data=val, quiet=False)
     pruned = make_permanent(pruned, inplace=True)
-    save_verb_result(args, "prune", "pruned", pruned, out, meta, config, report, report_json)
+    speed = verb_speed(pruned, model, example, args.require_speedup)  # a SpeedError here writes nothing
+    save_verb_result(args, "prune", "pruned", pruned, out, meta, config, report, report_json, speed)
+    if speed is None:
+        print_speed(None, none_reason=no_example_reason(args.model))
     return 0
 
 

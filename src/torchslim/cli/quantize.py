@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--targets", default=None, help='JSON {"layer or re:pattern or Type": null to keep in float}')
     p.add_argument("--calib-samples", type=int, default=512, help="calibration samples from the train split")
     p.add_argument("--report-json", default=None, help="also write the per-layer report to this JSON file")
+    from torchslim.cli._common import add_speed_arg
+
+    add_speed_arg(p)
     add_data_args(p, default=None)  # int8-static / qat fall back to fashion-mnist; the others need no data
     p.set_defaults(func=run)
 
@@ -80,11 +83,15 @@ def run(args: argparse.Namespace) -> int:
 
     from torchslim.cli._common import (
         checkpoint_out,
+        example_input,
         load_model_arg,
+        no_example_reason,
+        print_speed,
         save_verb_result,
         side_out,
         targets_arg,
         verb_data,
+        verb_speed,
     )
     from torchslim.errors import ConfigError
     from torchslim.methods import CALIBRATION, method_named
@@ -100,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
     needs = method_named(args.method, "quantize").needs
     # Dynamic and weight-only INT8 need no data; given --data, the report measures their output error.
     calib, train, val = verb_data(args, meta, needs) if CALIBRATION in needs or args.dataset else (None, None, None)
+    example = example_input(meta, calib)  # what the result is timed on against the input model
+    if example is None and args.require_speedup is not None:
+        raise ConfigError(f"--require-speedup: {no_example_reason(args.model)}")
     qmodel, report = quantize(model, config, calib_data=calib, targets=targets, train_data=train, val_data=val, quiet=False)
-    save_verb_result(args, "quantize", "quantized", qmodel, out, meta, config, report, report_json)
+    speed = verb_speed(qmodel, model, example, args.require_speedup)  # a SpeedError here writes nothing
+    save_verb_result(args, "quantize", "quantized", qmodel, out, meta, config, report, report_json, speed)
+    if speed is None:
+        print_speed(None, none_reason=no_example_reason(args.model))
     return 0

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -38,6 +38,9 @@ from torchslim.targets import resolve_targets
 class _CodedMixin:
     """Saves ``packed`` only; loading it decodes the frozen dense weight and bias."""
 
+    # Read by the speed guard (torchslim.measure.speed) when a model is not faster than FP32.
+    speed_note: ClassVar[str] = ("Huffman-coded layers are decoded to dense FP32 weights once, at load, and compute "
+                                 "exactly as FP32 layers do: the coding shrinks the file, not the compute")
     packed: torch.Tensor
     weight: nn.Parameter
     bias: nn.Parameter | None

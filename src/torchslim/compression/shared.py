@@ -16,7 +16,7 @@ True
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
@@ -39,6 +39,10 @@ def _index_dtype(bits: int) -> torch.dtype:
 class _SharedMixin(nn.Module):
     """Codebook parameters + index buffers; the dense weight is gathered on the fly."""
 
+    # Read by the speed guard (torchslim.measure.speed) when a model is not faster than FP32.
+    speed_note: ClassVar[str] = ("weight-shared layers rebuild their FP32 weights from the codebook (a gather over "
+                                 "every weight) on every forward; Huffman coding (a huffman_coding step) decodes "
+                                 "them once, at load, instead")
     bits: int
     bias_bits: int | None
     codebook_dtype: str

@@ -33,7 +33,7 @@ import functools
 import math
 import os
 import warnings
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn as nn
@@ -229,6 +229,10 @@ class Int8DynamicLinear(nn.Module):
     >>> q(x).shape, bool(err < 0.03)
     (torch.Size([2, 7, 1536]), True)
     """
+
+    # Read by the speed guard (torchslim.measure.speed) when a model is not faster than FP32.
+    speed_note: ClassVar[str] = ("dynamic INT8 layers quantize their input on every call (one pass over the "
+                                 "activations before each integer product: it pays off on large matrix products only)")
 
     def __init__(
         self, in_features: int, out_features: int, bias: bool = True, activation: ActGranularity = "per_token"
@@ -447,6 +451,9 @@ class WeightOnlyLinear(nn.Module):
     >>> bool((q.dequantized_weight() - lin.weight).abs().max() < 0.01)
     True
     """
+
+    speed_note: ClassVar[str] = ("weight-only INT4/INT8 layers unpack and dequantize their weights on every call, then "
+                                 "run the FP32 matrix product: they shrink the file, not the compute")
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, bits: int = 4, group_size: int = 32) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ pass and keeps the rewrite exact for every architecture.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -127,6 +128,8 @@ class SmoothedLinear(nn.Module):
     >>> bool(torch.allclose(sm(x), lin(x), atol=1e-6))
     True
     """
+
+    speed_note: ClassVar[str] = "SmoothQuant layers rescale their input on every call (one elementwise multiply per layer)"
 
     def __init__(self, inner: nn.Module, in_features: int) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from torchslim.data.protocol import ModelInput, first_input
-from torchslim.measure import count_macs, count_params, measure_latency
+from torchslim.measure import count_macs, count_params, measure_latency, speed_check
 from torchslim.modes import kept_mode
 
 HIST_BINS = 60
@@ -159,11 +159,17 @@ def measure_stage(
     latency_runs: int, size_bytes: int | None = None, metric: Any = "accuracy", reference: nn.Module | None = None,
     runtime: Any = None,
     runtime_name: str = "eager",
+    speed_reference: tuple[nn.Module, Any, str] | None = None,
+    speed_runs: int | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """The metric, file size, MACs, sparsity, latency at batch 1 and 64, per-layer table.
 
     ``test`` is an ``ImageData`` or any :mod:`torchslim.data.protocol` data; latency and MACs use
     its first batch. ``runtime`` (a callable with the model's signature) is what gets timed.
+    With ``speed_reference`` = ``(model, its runtime, the runtime's name)`` the stage is timed
+    interleaved with that model (:func:`~torchslim.measure.speed.speed_check`): the latencies are
+    from those runs (``speed_runs`` of them, default ``latency_runs``), ``speedup_b1`` /
+    ``speedup_b64`` compare the two, ``speed`` holds the check.
     """
     from torchslim.measure.metrics import compute_metric
 
@@ -190,9 +196,17 @@ def measure_stage(
         # their shapes and keep the larger figure, so MACs stay the dense-equivalent count.
         out["macs"] = max(out["macs"] or 0, layer_macs(model, example) or 0) or None
         out["latency_runtime"] = runtime_name if runtime is not None else "eager"
-        for b in (1, 64):
-            st = measure_latency(runtime if runtime is not None else model, first.resized(b).example(), runs=latency_runs,
-                                 warmup=max(2, latency_runs // 5), threads=torch.get_num_threads())  # fmt: skip
-            out[f"latency_ms_b{b}"] = st.median_ms
+        if speed_reference is not None:
+            ref, ref_runtime, ref_name = speed_reference
+            check = speed_check(model, ref, first, runtime=runtime, reference_runtime=ref_runtime,
+                                runtime_name=out["latency_runtime"], reference_runtime_name=ref_name, runs=speed_runs or latency_runs,
+                                threads=torch.get_num_threads())  # fmt: skip
+            out.update(latency_ms_b1=check.latency_ms_b1, latency_ms_b64=check.latency_ms,
+                       speedup_b1=check.speedup_b1, speedup_b64=check.speedup, speed=check.as_dict())  # fmt: skip
+        else:
+            for b in (1, 64):
+                st = measure_latency(runtime if runtime is not None else model, first.resized(b).example(),
+                                     runs=latency_runs, warmup=max(2, latency_runs // 5), threads=torch.get_num_threads())  # fmt: skip
+                out[f"latency_ms_b{b}"] = st.median_ms
         out["layers"] = layers
     return out

@@ -15,6 +15,7 @@ import torch.nn as nn
 from torchslim.data.protocol import as_data, first_input, output_tensor
 from torchslim.errors import CheckpointError, ConfigError, TargetError, suggest
 from torchslim.measure.metrics import check_metric
+from torchslim.measure.speed import SPEED_RUNS, SpeedCheck, check_required_speedup
 from torchslim.modes import kept_mode
 from torchslim.recipes.context import StepContext
 from torchslim.recipes.measure import histograms, measure_stage, weights_by_layer
@@ -38,6 +39,11 @@ class CompressResult:
     @property
     def final(self) -> dict[str, Any]:
         return self.stages[-1]
+
+    @property
+    def speed(self) -> SpeedCheck:
+        """The final model timed interleaved with the model the recipe started from (the speed guard)."""
+        return SpeedCheck.from_dict(self.data["speed"])
 
 
 def _check_targets(model: nn.Module, recipe: Recipe) -> None:
@@ -81,6 +87,7 @@ def compress(
     metric: Any = None,
     tokenizer: Any = None,
     quiet: bool = False,
+    require_speedup: float | None = None,
 ) -> CompressResult:
     """Run ``recipe`` on a copy of ``model``; measure the baseline and every step.
 
@@ -94,6 +101,12 @@ def compress(
     the recipe's) is what every stage reports (see :mod:`torchslim.measure.metrics`; ``fidelity``
     and ``output_error`` compare with ``model``); ``tokenizer`` reads a sentences file.
 
+    Every step's model is timed interleaved with ``model`` (batch 64 and 1, ``latency_runs`` runs);
+    the final one's check is ``result.speed`` / ``data["speed"]``: its speed-up, whether it is
+    slower, and why (see :mod:`torchslim.measure.speed`). With ``require_speedup`` a final model
+    slower than that at either batch size raises :class:`~torchslim.errors.SpeedError` before
+    anything is written.
+
     >>> from torchslim.models import create_model
     >>> r = compress(create_model("lenet300"), [{"type": "evaluate"}], overrides=["dataset=digits"], quiet=True)
     >>> [s["name"] for s in r.stages]
@@ -101,6 +114,8 @@ def compress(
     """
     if not isinstance(model, nn.Module):
         raise ConfigError(f"compress takes an nn.Module, not {type(model).__name__}")
+    if require_speedup is not None:
+        check_required_speedup(require_speedup)
     if out is not None:  # before anything is loaded: an output folder must never cost the user a file
         from torchslim.io import check_out_dir
 
@@ -116,25 +131,36 @@ def compress(
     test = ctx.data("test")  # loaded and checked against the model before any step runs
     as_data(test).check(model, "the test data")
     if out is None:
-        return _run(model, recipe, None, architecture, architecture_config, ctx, quiet)
+        return _run(model, recipe, None, architecture, architecture_config, ctx, quiet, require_speedup)
     from torchslim.io import atomic_dir
 
-    with atomic_dir(out, force=force) as tmp:
-        result = _run(model, recipe, tmp, architecture, architecture_config, ctx, quiet)
+    with atomic_dir(out, force=force) as tmp:  # a SpeedError inside leaves no folder and any old one untouched
+        result = _run(model, recipe, tmp, architecture, architecture_config, ctx, quiet, require_speedup)
     result.out = Path(out)
     return result
 
 
-def _measure(model: nn.Module, test: Any, ctx: StepContext, **meas: Any) -> dict[str, Any]:
+def _measure(model: nn.Module, test: Any, ctx: StepContext, speed_reference: tuple[nn.Module, Any, str] | None,
+             **meas: Any) -> dict[str, Any]:  # fmt: skip
     from torchslim.quantization import timed_runtime
 
     runtime, name = timed_runtime(model)  # a static INT8 CNN is timed as the compile_int8 lowering it ships as
     return measure_stage(model, test, metric=ctx.metric, reference=ctx.teacher, runtime=runtime, runtime_name=name,
-                         **meas)  # fmt: skip
+                         speed_reference=speed_reference, **meas)  # fmt: skip
+
+
+def _speed_line(check: SpeedCheck) -> str:
+    from rich.markup import escape
+
+    style = "bold red" if check.slower else "green" if check.faster else "yellow"
+    return f"[{style}]speed: {escape(check.verdict())}[/]"
 
 
 def _run(model: nn.Module, recipe: Recipe, folder: Path | None, architecture: str | None,
-         architecture_config: dict[str, Any] | None, ctx: StepContext, quiet: bool) -> CompressResult:  # fmt: skip
+         architecture_config: dict[str, Any] | None, ctx: StepContext, quiet: bool,
+         require_speedup: float | None = None) -> CompressResult:  # fmt: skip
+    from torchslim.quantization import timed_runtime
+
     settings = recipe.settings
     con = _Console(quiet)
     teacher = copy.deepcopy(model).eval()
@@ -143,8 +169,9 @@ def _run(model: nn.Module, recipe: Recipe, folder: Path | None, architecture: st
     where = ctx.dataset if isinstance(ctx.dataset, (str, Path)) else type(ctx.dataset).__name__
     meas = dict(architecture=architecture, architecture_config=architecture_config, latency_runs=settings.latency_runs)
     con.line(f"[bold]{recipe.settings.name}[/]: {len(recipe.steps)} steps on {where}")
-    base = {"name": "baseline", "type": None, "wall_s": 0.0, **_measure(model, test, ctx, **meas)}
-    base["compression_ratio"] = 1.0
+    base = {"name": "baseline", "type": None, "wall_s": 0.0, **_measure(model, test, ctx, None, **meas)}
+    base.update(compression_ratio=1.0, speedup_b1=1.0, speedup_b64=1.0)
+    speed_reference = (teacher, *timed_runtime(teacher))  # every step is timed interleaved with the input model
     stages = [base]
     con.line(f"baseline: {base['metric']} {base['metric_value']:.4g}  size {base['size_bytes']:,} B")
     current = model
@@ -154,7 +181,9 @@ def _run(model: nn.Module, recipe: Recipe, folder: Path | None, architecture: st
         t0 = time.perf_counter()
         current, report = step.spec.run(current, step.config, ctx)
         wall = time.perf_counter() - t0
-        m = _measure(current, test, ctx, **meas)
+        # The final model's check is the speed guard's verdict: never fewer than SPEED_RUNS interleaved runs.
+        final_runs = max(settings.latency_runs, SPEED_RUNS) if i == len(recipe.steps) else None
+        m = _measure(current, test, ctx, speed_reference, speed_runs=final_runs, **meas)
         stage = {
             "name": f"{i}. {step.type}", "type": step.type, "wall_s": wall, "config": step.to_dict(),
             "report": report.to_dict() if report is not None else None, **m,
@@ -162,13 +191,16 @@ def _run(model: nn.Module, recipe: Recipe, folder: Path | None, architecture: st
         }  # fmt: skip
         stages.append(stage)
         con.line(f"  {m['metric']} {m['metric_value']:.4g}  size {m['size_bytes']:,} B  ({stage['compression_ratio']:.1f}x)  "
-                 f"sparsity {100 * m['sparsity']:.1f}%  {wall:.1f}s")  # fmt: skip
+                 f"sparsity {100 * m['sparsity']:.1f}%  speed-up {m['speedup_b64']:.2f}x (batch 64)  {wall:.1f}s")  # fmt: skip
+    speed = SpeedCheck.from_dict(stages[-1]["speed"])
+    con.line(_speed_line(speed))
+    speed.require(require_speedup)  # before anything is written
     data: dict[str, Any] = {
         "title": f"{settings.name}: {architecture or type(model).__name__} on {where}",
         "model": architecture or type(model).__name__, "dataset": str(where), "metric": base["metric"],
         "created": time.strftime("%Y-%m-%d %H:%M:%S"), "recipe": recipe.to_dict(), "stages": stages,
         "histograms": histograms(weights_by_layer(model), weights_by_layer(current)),
-        "bits_table": _bits_table(stages),
+        "bits_table": _bits_table(stages), "speed": stages[-1]["speed"],
     }  # fmt: skip
     from torchslim.checkpoint import versions
 

@@ -14,7 +14,7 @@ from torchslim.io import atomic_path
 STAGE_COLUMNS = [
     ("name", "stage"), ("metric_value", "accuracy (%)"), ("size_bytes", "file size (B)"),
     ("compression_ratio", "compression"), ("latency_ms_b1", "latency b1 (ms)"), ("latency_ms_b64", "latency b64 (ms)"),
-    ("latency_runtime", "timed as"), ("macs", "MACs"), ("sparsity", "sparsity (%)"), ("wall_s", "step time (s)"),
+    ("speedup_b1", "speed-up b1"), ("speedup_b64", "speed-up b64"), ("latency_runtime", "timed as"), ("macs", "MACs"), ("sparsity", "sparsity (%)"), ("wall_s", "step time (s)"),
 ]  # fmt: skip
 BITS_COLUMNS = [
     ("layer", "layer"), ("weights", "#weights"), ("kept_pct", "weights kept (%)"), ("weight_bits", "weight bits"),
@@ -40,11 +40,25 @@ def _fmt(key: str, v: Any) -> str:
         return f"{100 * v:.1f}"
     if key == "compression_ratio":
         return f"{v:.1f}x"
+    if key.startswith("speedup"):
+        return f"{v:.2f}x"
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def speed_line(data: dict[str, Any]) -> tuple[str, bool] | None:
+    """The report's speed guard line (``1.52x faster than FP32 ...`` or ``SLOWER than FP32 ...: reasons``)
+    and whether it flags a slower result; None for reports written before the guard."""
+    speed = data.get("speed")
+    if not isinstance(speed, dict) or "verdict" not in speed:
+        return None
+    twice = ", measured twice: the faster kept" if speed.get("trials", 1) > 1 else ""
+    how = (f"final model timed interleaved with the input model on this machine, {speed.get('runs')} runs per batch "
+           f"size{twice}, timed as {speed.get('runtime')} vs {speed.get('reference_runtime')}")  # fmt: skip
+    return f"{speed['verdict']} ({how})", bool(speed.get("slower"))
 
 
 def _rows(items: list[dict[str, Any]], cols: list[tuple[str, str]]) -> list[list[str]]:
@@ -106,6 +120,9 @@ def render_report(folder: str | Path) -> list[str]:
     bits = data.get("bits_table") or []
 
     md = [f"# {data.get('title', 'torchslim report')}\n", f"Created {data.get('created', '')}.\n"]
+    speed = speed_line(data)
+    if speed is not None:
+        md.append(f"**Speed: {speed[0]}**\n" if speed[1] else f"Speed: {speed[0]}\n")
     if art:
         md.append(f"Artifact `{art['file']}`: {art['size_bytes']:,} bytes on disk, {art['compression_ratio']:.1f}x smaller "
                   f"than the baseline's file; reloaded outputs identical: {art['reload_identical_outputs']}.\n")  # fmt: skip
@@ -119,6 +136,9 @@ def render_report(folder: str | Path) -> list[str]:
         tmp.write_text("\n".join(md))
 
     parts = [f"<h1>{html.escape(data.get('title', 'torchslim report'))}</h1>", f"<p>Created {html.escape(str(data.get('created', '')))}.</p>"]
+    if speed is not None:
+        cls = "speed slower" if speed[1] else "speed"
+        parts.append(f'<p class="{cls}"><strong>Speed:</strong> {html.escape(speed[0])}</p>')
     if art:
         parts.append(f"<p>Artifact <code>{html.escape(art['file'])}</code>: {art['size_bytes']:,} bytes on disk, "
                      f"{art['compression_ratio']:.1f}x smaller than the baseline's file; reloaded outputs identical: "
@@ -134,7 +154,8 @@ def render_report(folder: str | Path) -> list[str]:
                      f"<figcaption>{html.escape(caption)}</figcaption></figure>")  # fmt: skip
     parts += ["<h2>Recipe</h2>", f"<pre>{html.escape(json.dumps(data.get('recipe', {}), indent=2))}</pre>"]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;}table{border-collapse:collapse;margin:1em 0;}"
-             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;}th{background:#eee;}img{max-width:100%;}")  # fmt: skip
+             "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;}th{background:#eee;}img{max-width:100%;}"
+             ".speed{padding:6px 10px;border-left:4px solid #2a2;}.slower{border-color:#c00;color:#a00;background:#fee;font-weight:bold;}")  # fmt: skip
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(data.get('title', ''))}</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
     with atomic_path(folder / "report.html") as tmp:
         tmp.write_text(page)
