@@ -37,7 +37,8 @@ def test_plan_writes_a_recipe_that_compress_runs(ckpt, tmp_path: Path, capsys):
                      str(tmp_path / "c"), "--quiet")  # fmt: skip
     assert rc == 0, err
     final = json.loads((tmp_path / "c" / "metrics.json").read_text())["stages"][-1]
-    assert final["size_bytes"] == doc["chosen"]["size_bytes"]  # the recipe ships the model the planner measured
+    # the recipe ships the model the planner measured (the artifact's header also names its architecture)
+    assert abs(final["size_bytes"] - doc["chosen"]["size_bytes"]) < 0.01 * doc["chosen"]["size_bytes"]
 
 
 def test_an_existing_out_folder_is_refused_before_any_work(ckpt, tmp_path: Path, capsys):

@@ -59,7 +59,9 @@ def _plan(tmp_path, name, launcher, model):
     cmd = [*launcher, "-m", "torchslim.cli", "--threads", "1", "plan", "--model", model, "--data", "digits",
            "--max-drop", "3", "--objective", "size", "--search", "greedy", "--no-finetune", "--val-samples", "200",
            "--ratios", "0.5,0.9", "--no-cache", "--quiet", "--out", str(out)]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    dist_vars = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in dist_vars and not k.startswith("TORCHELASTIC")}
+    env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads((out / "plan.json").read_text())
