@@ -5,6 +5,7 @@ deterministic; what the flag does with a real measurement is in tests/recipes/te
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -154,5 +155,6 @@ def test_demo_passes_the_requirement_to_compress(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(torchslim.training.baseline, "get_baseline", lambda name: (create_model(name), {}))
     monkeypatch.setattr(torchslim.recipes, "compress", fake_compress)
-    rc, _, err = run(capsys, "demo", "--out", str(tmp_path / "d"), "--require-speedup", "1.2")
+    recipe = str(Path(__file__).resolve().parents[2] / "recipes" / "demo.yaml")
+    rc, _, err = run(capsys, "demo", "--out", str(tmp_path / "d"), "--recipe", recipe, "--require-speedup", "1.2")
     assert rc == 2 and seen["require_speedup"] == 1.2 and "0.98x the speed of FP32" in err

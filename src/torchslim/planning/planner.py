@@ -100,14 +100,13 @@ class PlanResult:
         """``recipe.yaml``, ``plan.json``, ``pareto.png``, ``sensitivity.png`` and ``plan.md`` into ``out``,
         atomically (an existing folder needs ``force``)."""
         from torchslim.io import atomic_dir, check_out_dir, write_json
-        from torchslim.planning.figures import pareto_plot, sensitivity_heatmap
+        from torchslim.planning.figures import write_figures
 
         check_out_dir(out, force=force, inputs=[p for p in inputs if isinstance(p, (str, Path))])
         with atomic_dir(out, force=force) as tmp:
             (tmp / "recipe.yaml").write_text(self.recipe_yaml())
             write_json(tmp / "plan.json", self.to_dict())
-            pareto_plot(self, tmp / "pareto.png")
-            sensitivity_heatmap(self.sensitivity, tmp / "sensitivity.png")
+            write_figures(self.to_dict(), tmp)
             (tmp / "plan.md").write_text(self.to_markdown())
         return ["recipe.yaml", "plan.json", "pareto.png", "sensitivity.png", "plan.md"]
 
@@ -375,6 +374,8 @@ def plan(
 
         # -- finalists: fine-tuned when they prune, then the cheapest within the budget
         t0 = time.perf_counter()
+        for r in pareto([r for r in records if r["kind"] in ("greedy", "evolve")], "cost", "drop"):
+            r["on_front"] = True  # the figure's searched front
         front = pareto(records, "cost", "drop")  # uniform configurations compete too: the plan may be one
         chosen_model: nn.Module | None = None
         pool: list[tuple[dict[str, Any], nn.Module | None]] = [(r, None) for r in front if r["drop"] <= budget]

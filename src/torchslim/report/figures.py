@@ -85,12 +85,94 @@ def weight_histograms(hists: dict[str, dict[str, Any]]) -> Figure:
     return fig
 
 
+_PLAN_UNIT = {"size": ("file size (KiB)", 1 / 1024), "macs": ("MMACs per sample", 1e-6), "latency": ("latency (ms)", 1.0)}
+
+
+def plan_pareto(plan: dict[str, Any]) -> Figure:
+    """The planner's candidates: validation metric against the objective, the searched Pareto front,
+    the uniform configurations for comparison, the fine-tuned finalists, the plan and the budget."""
+    st, cands, base, chosen = plan["settings"], plan["candidates"], plan["baseline"], plan["chosen"]
+    label, scale = _PLAN_UNIT[st["objective"]]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    searched = [c for c in cands if c["kind"] in ("greedy", "evolve")]
+    if searched:
+        ax.scatter([c["cost"] * scale for c in searched], [c["value"] for c in searched], s=14, color="0.7",
+                   label="searched (before fine-tuning)")  # fmt: skip
+        front = sorted((c for c in searched if c.get("on_front")), key=lambda c: c["cost"])
+        ax.plot([c["cost"] * scale for c in front], [c["value"] for c in front], color="0.4", lw=1, ls="--",
+                label="searched Pareto front")  # fmt: skip
+    uni = sorted((c for c in cands if c["kind"] == "uniform"), key=lambda c: c["cost"])
+    if uni:
+        ax.scatter([c["cost"] * scale for c in uni], [c["value"] for c in uni], marker="s", s=28, color="tab:orange",
+                   label="uniform configurations")  # fmt: skip
+        for c in uni:
+            ax.annotate(c["label"].removeprefix("uniform "), (c["cost"] * scale, c["value"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")  # fmt: skip
+    tuned = [c for c in cands if c["kind"] == "finetuned"]
+    if tuned:
+        ax.scatter([c["cost"] * scale for c in tuned], [c["value"] for c in tuned], marker="^", s=40, color="tab:blue",
+                   label="fine-tuned finalists")  # fmt: skip
+    ax.scatter([base["cost"] * scale], [base["value"]], marker="o", s=50, color="black", label="FP32 input model")
+    ax.scatter([chosen["cost"] * scale], [chosen["value"]], marker="*", s=160, color="tab:green", label="planned", zorder=5)
+    budget = st["budget"]
+    floor = base["value"] - budget if st["higher_is_better"] else base["value"] + budget
+    ax.axhline(floor, color="tab:red", lw=0.8, ls=":", label="budget")
+    values = [c["value"] for c in cands] + [base["value"]]
+    # the region that matters (a few budgets around the floor), not squashed by far-off candidates
+    near = [v for v in values if abs(v - floor) <= 6 * budget] or values
+    lo, hi = min(near), max(near)
+    pad = max(hi - lo, budget) * 0.1 or 0.1
+    ax.set_ylim(lo - pad, hi + pad)
+    hidden = sum(1 for v in values if not lo - pad <= v <= hi + pad)
+    if hidden:
+        ax.text(0.01, 0.01, f"{hidden} candidates far outside the budget are off the axis (plan.json lists all)",
+                transform=ax.transAxes, fontsize=7, color="0.4")  # fmt: skip
+    ax.set_xlabel(label)
+    ax.set_ylabel(f"validation {st['metric']}" + (f" ({st['key']})" if st["key"] != "value" else ""))
+    ax.set_title(f"plan: objective {st['objective']}, budget {budget:.3g}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    return fig
+
+
+def plan_sensitivity(sens: dict[str, Any]) -> Figure:
+    """Heat map of the validation drop when one layer alone is pruned or quantized."""
+    import numpy as np
+
+    table: dict[str, dict[str, float | None]] = {}
+    for e in sens["entries"]:
+        prec = "float" if e["bits"] == 32 else f"int{e['bits']}"
+        option = prec if not e["prune"] else f"{prec}, {e['prune']:.0%} pruned"
+        table.setdefault(e["layer"], {})[option] = e["drop"]
+    layers = list(table)
+    options = sorted({o for row in table.values() for o in row}, key=lambda o: ("pruned" in o, o))
+    grid = np.full((max(1, len(layers)), max(1, len(options))), np.nan)
+    for i, layer in enumerate(layers):
+        for j, o in enumerate(options):
+            v = table[layer].get(o)
+            if v is not None:
+                grid[i, j] = v
+    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(options), 1.2 + 0.28 * len(layers)))
+    im = ax.imshow(grid, aspect="auto", cmap="magma_r")
+    ax.set_xticks(range(len(options)), options, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(layers)), layers, fontsize=7)
+    fig.colorbar(im, ax=ax, label=f"{sens['metric']} drop (validation)")
+    ax.set_title("sensitivity: one layer changed at a time (blank: does not apply)", fontsize=8)
+    return fig
+
+
 def all_figures(data: dict[str, Any]) -> dict[str, tuple[str, bytes]]:
     """``{file stem: (caption, png bytes)}`` for every figure of the report."""
     stages = data["stages"]
-    return {
+    figs = {
         "accuracy_vs_size": ("Accuracy against file size across the steps", to_png(accuracy_vs_size(stages))),
         "layer_sparsity": ("Per-layer sparsity at every stage", to_png(layer_sparsity(stages))),
         "layer_bits": ("Per-layer bit width at every stage", to_png(layer_bits(stages))),
         "weight_histograms": ("Weight histograms before and after", to_png(weight_histograms(data.get("histograms", {})))),
     }
+    plan = data.get("plan")
+    if plan:  # the recipe came from `torchslim plan`: its search, against the uniform configurations
+        figs["plan_pareto"] = ("The plan: validation metric against the objective, uniform configurations for comparison",
+                               to_png(plan_pareto(plan)))  # fmt: skip
+        figs["plan_sensitivity"] = ("Per-layer sensitivity the plan was guided by", to_png(plan_sensitivity(plan["sensitivity"])))
+    return figs
