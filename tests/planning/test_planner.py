@@ -111,3 +111,13 @@ def test_a_model_nothing_can_compress_is_told_so():
     splits = {s: [(x[i : i + 10], y[i : i + 10]) for i in range(k, k + 20, 10)] for s, k in (("train", 0), ("val", 20))}
     with pytest.raises(BudgetError, match="nothing in this model could be compressed for objective 'macs'.*fc "):
         plan(Lookup().eval(), splits, max_drop=1.0, objective="macs", **FAST)
+
+
+def test_the_planned_model_is_timed_against_fp32(train_tiny):
+    r = plan(train_tiny("lenet300", 3), "digits", max_drop=2.0, objective="size", **FAST)
+    s = r.speed
+    assert s is not None and s.latency_ms > 0 and s.reference_latency_ms > 0
+    d = r.to_dict()["speed"]
+    assert d["speedup"] == pytest.approx(s.reference_latency_ms / s.latency_ms, rel=1e-6)
+    if s.slower:  # weight-only layers dequantize on every call: the guard must say why
+        assert s.reasons

@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--quiet", action="store_true")
+    from torchslim.cli._common import add_speed_arg
+
+    add_speed_arg(p, "the FP32 input model")
     p.set_defaults(func=run)
 
 
@@ -103,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if rank != 0:
         return 0
+    if args.require_speedup is not None and result.speed is not None:
+        result.speed.require(args.require_speedup, what="the planned model")  # before anything is written
     files = result.write(args.out, force=args.force, inputs=[args.model, args.dataset])
     if not args.quiet:
         obj = args.objective
@@ -115,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
                  f"{result.baseline['cost'] / c['cost']:.2f}x" if c["cost"] else ""] for c in shown]  # fmt: skip
         print_table(f"plan: {obj} within a loss of {result.settings['budget']:g} in validation {result.settings['metric']}",
                     ["candidate", "kind", result.settings["metric"], "drop", col, "vs FP32"], rows)  # fmt: skip
+        from torchslim.cli._common import print_speed
+
+        print_speed(result.speed)
         print(f"planned recipe: {os.path.join(args.out, 'recipe.yaml')} (run it: torchslim compress --model {args.model} "
               f"--recipe {os.path.join(args.out, 'recipe.yaml')} --out <folder>); also {', '.join(files[1:])}")  # fmt: skip
     return 0

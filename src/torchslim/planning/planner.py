@@ -73,6 +73,7 @@ class PlanResult:
     model: nn.Module | None = None
     wall_s: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)
+    speed: Any = None  # the planned model's SpeedCheck against the FP32 input model
 
     @property
     def uniform(self) -> list[dict[str, Any]]:
@@ -85,7 +86,8 @@ class PlanResult:
     def to_dict(self) -> dict[str, Any]:
         return {"settings": self.settings, "baseline": self.baseline, "chosen": self.chosen, "recipe": self.recipe,
                 "candidates": self.candidates, "space": self.space.to_dict(),
-                "sensitivity": self.sensitivity.to_dict(), "wall_s": self.wall_s, "phases": self.phases}  # fmt: skip
+                "sensitivity": self.sensitivity.to_dict(), "wall_s": self.wall_s, "phases": self.phases,
+                "speed": self.speed.as_dict() if self.speed is not None else None}  # fmt: skip
 
     def recipe_yaml(self) -> str:
         import yaml
@@ -426,8 +428,15 @@ def plan(
                     "search": search, "trials": trials, "ratios": list(ratios), "finetune": dict(finetune) if finetune else None,
                     "finalists": finalists, "val_samples": _count(val), "latency_batch": latency_batch,
                     "processes": sens.processes, "sensitivity_cached": sens.cached}  # fmt: skip
+        # the speed guard: the planned model in its runtime against FP32, interleaved, whatever the objective
+        from torchslim.measure.speed import speed_check
+        from torchslim.quantization import timed_runtime
+
+        runtime, rname = timed_runtime(chosen_model)
+        speed = speed_check(chosen_model, teacher, first_input(val).example(), runtime=runtime, runtime_name=rname,
+                            batch=latency_batch, reference_name="the FP32 input model")  # fmt: skip
         return PlanResult(recipe, best, baseline, records, sens, space, settings, chosen_model,
-                          time.perf_counter() - t_start, phases)
+                          time.perf_counter() - t_start, phases, speed)
 
     rank, world = _dist()
     if world > 1:  # the sweep was sharded; the search runs once, on rank 0, and every rank gets its result
