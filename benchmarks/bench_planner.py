@@ -267,8 +267,6 @@ def main() -> int:
     setup()
     wanted = [s.strip() for s in args.only.split(",") if s.strip()]
     path = RESULTS / "planner.json"
-    old = json.loads(path.read_text())["rows"] if path.is_file() else []
-    rows = [r for r in old if r.get("section") not in wanted]
     for name in wanted:
         log(f"section {name}")
         t0 = time.perf_counter()
@@ -276,7 +274,10 @@ def main() -> int:
         for r in got:
             r["section"] = name
             r["section_wall_s"] = round(time.perf_counter() - t0, 1)
-        rows += got
+        # merged with the file as it is now (other sections may have been rerun meanwhile)
+        old = json.loads(path.read_text())["rows"] if path.is_file() else []
+        rows = [r for r in old if r.get("section") != name] + got
+        rows.sort(key=lambda r: list(SECTIONS).index(r["section"]) if r.get("section") in SECTIONS else len(SECTIONS))
         write_results("planner", rows, notes=__doc__.split("\n\n")[0], columns=[
             "section", "model", "method", "metric", "baseline_metric", "metric_value", "drop", "size_bytes", "macs",
             "latency_ms_b64", "speedup_b64", "wall_s", "processes", "bar_met"])  # fmt: skip

@@ -297,12 +297,13 @@ def plan(
 
     # -- sensitivity
     t0 = time.perf_counter()
-    batches = [(b.images, b.labels)] if isinstance((b := val), ImageData) else list(as_data(val))
+    batches = [(val.images, val.labels)] if isinstance(val, ImageData) else list(as_data(val))
     cdir = default_cache_dir() if cache_dir == "default" else (Path(cache_dir) if cache_dir is not None else None)
     digest = f"{data_digest(batches)}|{name}|{pick}|{calibration_samples}"
     sens = sweep(model, space, score, calib=calib, example=example, higher_is_better=higher, metric=name,
                  samples=_count(val), digest=digest, cache_dir=cdir, progress=say)  # fmt: skip
     phases["sensitivity_s"] = time.perf_counter() - t0
+
     def search_and_tune() -> PlanResult:
         """Steps 3-5 of the module docstring, on one process."""
         from torchslim.data.protocol import first_input
@@ -321,7 +322,6 @@ def plan(
         lat_example = first_input(val).resized(latency_batch).example() if objective == "latency" else None
         records: list[dict[str, Any]] = []
         seen: dict[str, dict[str, Any]] = {}
-
         failed: list[str] = []
 
         def measure(assign: Assignment, kind: str, label: str, m: nn.Module | None = None) -> dict[str, Any] | None:

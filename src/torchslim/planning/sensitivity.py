@@ -97,13 +97,6 @@ class Sensitivity:
         return Sensitivity(d["metric"], d["baseline"], d.get("baseline_macs"), [Entry.from_dict(e) for e in d["entries"]],
                            d["samples"], d.get("wall_s", 0.0), d.get("processes", 1), digest=d.get("digest", ""))  # fmt: skip
 
-    def table(self) -> dict[str, dict[str, float | None]]:
-        """``{layer: {option label: drop}}`` (the heat map's data)."""
-        out: dict[str, dict[str, float | None]] = {}
-        for e in self.entries:
-            out.setdefault(e.layer, {})[e.choice.label] = e.drop
-        return out
-
 
 # ----------------------------------------------------------------------------- digests and cache
 def _tensor_digest(h: Any, t: torch.Tensor) -> None:
