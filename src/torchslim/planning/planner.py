@@ -357,7 +357,7 @@ def plan(
         stretch = 8.0 if prunes else 1.5
         # With fine-tuning the whole path matters: a point that loses points before fine-tuning may
         # recover them, and each point is the sensitivity's best allocation for its cost.
-        path = greedy_path(space, sens, cost_model, limit=math.inf if prunes else budget * stretch,
+        path = greedy_path(space, sens, cost_model, limit=math.inf,
                            resolution=budget * 1e-3, prune_weight=PRUNE_RECOVERY if prunes else 1.0)  # fmt: skip
         levels = [budget * f for f in (0.25, 0.5, 1.0, 2.0, 4.0, 8.0) if f <= stretch]
         picks = [a for a in pick_along(path, levels, whole=prunes) if any(c != NONE for c in a.values())]
@@ -365,6 +365,15 @@ def plan(
             measure(a, "greedy", f"greedy #{i + 1}: {_describe(a)}")
         for c in _uniform_choices(space):
             measure(space.uniform(c), "uniform", f"uniform {c.label}")
+        if not prunes:  # no fine-tuning to come: find the path's last point within the budget by bisection, scored for real
+            within = [r["cost"] for r in records if r["drop"] <= budget]
+            cheapest_ok = min(within, default=math.inf)
+
+            def scored_within(point: tuple[Assignment, float, float]) -> bool:
+                r = measure(point[0], "greedy", f"path point {path.index(point)}/{len(path) - 1}: {_describe(point[0])}")
+                return r is not None and r["drop"] <= budget
+
+            _bisect([p for p in path[1:] if p[2] < cheapest_ok], finalists + 3, scored_within)
         phases["greedy_s"] = time.perf_counter() - t0
         if search == "evolve" and trials > 0:
             t0 = time.perf_counter()
