@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="train or reuse the LeNet-5 baseline, compress it, print and report")
     p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
