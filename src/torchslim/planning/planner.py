@@ -38,7 +38,13 @@ import torch.nn as nn
 
 from torchslim.errors import BudgetError, ConfigError, DataError, TorchSlimError
 from torchslim.planning.search import CostModel, evolve, greedy_path, pareto, pick_along
-from torchslim.planning.sensitivity import Sensitivity, data_digest, default_cache_dir, sweep
+from torchslim.planning.sensitivity import (
+    Sensitivity,
+    data_digest,
+    default_cache_dir,
+    rank_and_world,
+    sweep,
+)
 from torchslim.planning.space import (
     FLOAT,
     NONE,
@@ -462,7 +468,7 @@ def plan(
         return PlanResult(recipe, best, baseline, records, sens, space, settings, chosen_model,
                           time.perf_counter() - t_start, phases, speed)
 
-    rank, world = _dist()
+    rank, world = rank_and_world()
     if world > 1:  # the sweep was sharded; the search runs once, on rank 0, and every rank gets its result
         if rank != 0:
             got: list[Any] = [None]
@@ -518,7 +524,7 @@ class _Memo(nn.Module):
 def _same_on_every_rank(model: nn.Module) -> nn.Module:
     """Under torchrun, rank 0's weights on every rank (a model built with random weights differs per
     process); the caller's model is not modified."""
-    rank, world = _dist()
+    rank, world = rank_and_world()
     if world == 1:
         return model
     if rank != 0:
@@ -528,12 +534,6 @@ def _same_on_every_rank(model: nn.Module) -> nn.Module:
             if isinstance(t, torch.Tensor):
                 torch.distributed.broadcast(t, src=0)
     return model
-
-
-def _dist() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 def _count(data: Any) -> int:

@@ -141,7 +141,8 @@ def default_cache_dir() -> Path:
 
 
 # ----------------------------------------------------------------------------- distribution
-def _dist() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the torch.distributed group, ``(0, 1)`` outside torchrun."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
@@ -193,7 +194,7 @@ def sweep(
             return got
         except (ValueError, KeyError, TypeError):
             pass  # a stale or damaged cache file is recomputed (and replaced below)
-    rank, world = _dist()
+    rank, world = rank_and_world()
     t0 = time.perf_counter()
     base = score(model)
     base_macs = _macs(count_macs, model, example)
